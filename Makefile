@@ -1,0 +1,41 @@
+# The two commands of the README:
+#   make repro   set up .venv, fetch the data, run the whole DVC pipeline
+#   make test    set up the same way, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MIRROR ?= /usr/share/datasets/fashion-mnist
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: repro test setup system data lint clean-venv
+
+repro: setup data
+	dvc repro
+
+test: setup data
+	$(BIN)/python -m pytest
+
+setup: system $(VENV)/.installed
+
+# System packages, only when missing: git, venv support, and Debian's copy of the data set.
+system:
+	@./scripts/system-deps.sh "$(MIRROR)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The raw files: DVC remote if one is configured, else the local mirror, else the official URL.
+# Every file is checked against its pinned SHA-256; then DVC's cache gets a copy.
+data: setup
+	$(BIN)/python -m fmnist_shap.fetch data/raw --mirror "$(MIRROR)"
+	dvc commit --force --quiet data/raw.dvc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

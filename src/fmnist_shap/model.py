@@ -1,0 +1,146 @@
+"""The tutorial's CNN in Flax NNX, its input path, a fixed-batch predictor, and save/load."""
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from fmnist_shap.artifacts import load_npz, save_npz
+from fmnist_shap.errors import UserError
+
+
+def im2col_conv(
+    lhs_NHWC: jax.Array,
+    rhs_HWIO: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: object = None,
+    feature_group_count: int = 1,
+    precision: object = None,
+    **unused: object,
+) -> jax.Array:
+    """A stride-1 convolution written as one matmul over image patches (im2col).
+
+    The same linear map as `lax.conv_general_dilated`; on XLA:CPU a convolution inside the
+    `lax.scan` training loop runs tens of times slower than this matmul form.
+    """
+    assert tuple(window_strides) == (1, 1) and feature_group_count == 1
+    assert all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    kh, kw, c_in, c_out = rhs_HWIO.shape
+    n, h, w, _ = lhs_NHWC.shape
+    if isinstance(padding, str):  # stride 1: SAME pads k - 1 in total, the extra one after
+        padding = [((k - 1) // 2, k // 2) if padding == "SAME" else (0, 0) for k in (kh, kw)]
+    (top, bottom), (left, right) = padding
+    padded = jnp.pad(lhs_NHWC, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    h_out, w_out = h + top + bottom - kh + 1, w + left + right - kw + 1
+    patches = jnp.concatenate(
+        [padded[:, i : i + h_out, j : j + w_out, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    out = patches.reshape(-1, kh * kw * c_in) @ rhs_HWIO.reshape(kh * kw * c_in, c_out)
+    return out.reshape(n, h_out, w_out, c_out)
+
+
+class CNN(nnx.Module):
+    """Conv(32, 3×3, SAME) → relu → Conv(16, 3×3, SAME) → relu → flatten → Dense(classes)."""
+
+    def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int] = (28, 28)):
+        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs)
+        self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs)
+        self.dense = nnx.Linear(image_hw[0] * image_hw[1] * 16, num_classes, rngs=rngs)
+        self.num_classes = num_classes
+        self.image_hw = tuple(image_hw)
+
+    def __call__(self, pixels_NHW: jax.Array) -> jax.Array:
+        """Logits (N, classes) from raw pixel values in [0, 255] (uint8 or float)."""
+        x_NHWC = (pixels_NHW.astype(jnp.float32) / 255.0)[..., None]
+        x_NHWC = nnx.relu(self.conv1(x_NHWC))
+        x_NHWC = nnx.relu(self.conv2(x_NHWC))
+        return self.dense(x_NHWC.reshape(x_NHWC.shape[0], -1))
+
+
+def init_model(seed: int, num_classes: int = 10, image_hw: tuple[int, int] = (28, 28)) -> CNN:
+    """A freshly initialised CNN; the seed fixes every weight."""
+    return CNN(num_classes, nnx.Rngs(params=seed), image_hw)
+
+
+def make_forward(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jax.Array], jax.Array]:
+    """A jitted pure function (weights, pixels) → logits; weights stay an argument, so one
+    compiled function serves every epoch's weights."""
+
+    @jax.jit
+    def forward(state: nnx.State, pixels_BHW: jax.Array) -> jax.Array:
+        return nnx.merge(graphdef, state)(pixels_BHW)
+
+    return forward
+
+
+def batched_logits(
+    forward: Callable[[nnx.State, jax.Array], jax.Array],
+    state: nnx.State,
+    pixels: np.ndarray,
+    batch_size: int,
+) -> np.ndarray:
+    """Logits for any number of images, in chunks padded to `batch_size` (one compile)."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim == 4:  # shap's maskers work on (N, H, W, 1)
+        pixels = pixels[..., 0]
+    chunks = []
+    for start in range(0, len(pixels), batch_size):
+        chunk = pixels[start : start + batch_size]
+        padded = np.zeros((batch_size, *pixels.shape[1:]), np.float32)
+        padded[: len(chunk)] = chunk
+        chunks.append(np.asarray(forward(state, padded))[: len(chunk)])
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def make_predict_fn(model: CNN, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
+    """numpy pixels (N, H, W) or (N, H, W, 1) in [0, 255] → numpy logits (N, classes).
+
+    Inputs are padded to a fixed batch so the jitted forward compiles once, whatever
+    N the caller (shap's explainers, evaluation) passes.
+    """
+    graphdef, state = nnx.split(model)
+    forward = make_forward(graphdef)
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        logits = batched_logits(forward, state, pixels, batch_size)
+        return logits.reshape(len(logits), model.num_classes)
+
+    return predict
+
+
+def save_model(path: str | os.PathLike, model: CNN) -> None:
+    """One .npz of named float32 weights (no pickle), plus the shape hyperparameters."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    arrays = {"/".join(str(k) for k in key): np.asarray(var.get_value()) for key, var in flat}
+    arrays["__shape__"] = np.asarray([model.num_classes, *model.image_hw], np.int64)
+    save_npz(path, arrays)
+
+
+def load_model(path: str | os.PathLike) -> CNN:
+    """Rebuild the CNN from `save_model`'s file, checking every weight's name and shape."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{file}: model missing; run `dvc repro train`")
+    try:
+        arrays = load_npz(file)
+        num_classes, height, width = (int(v) for v in arrays.pop("__shape__"))
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"{file}: not a model file ({error}); run `dvc repro -f train`") from None
+    model = init_model(0, num_classes, (height, width))
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    expected = {"/".join(str(k) for k in key): var for key, var in flat}
+    if set(expected) != set(arrays):
+        raise UserError(f"{file}: weights {sorted(arrays)} do not match the CNN; retrain it")
+    for name, var in expected.items():
+        if var.get_value().shape != arrays[name].shape:
+            raise UserError(f"{file}: {name} has shape {arrays[name].shape}; retrain the model")
+        var.set_value(jnp.asarray(arrays[name]))
+    nnx.update(model, nnx.from_flat_state(flat))
+    return model

@@ -1,0 +1,114 @@
+"""Training: Adam on softmax cross-entropy, one jitted `lax.scan` per epoch."""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from fmnist_shap.data import Split
+from fmnist_shap.errors import UserError
+from fmnist_shap.model import CNN, batched_logits, make_forward
+from fmnist_shap.params import TrainParams
+
+EVAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    """What one epoch reports; `dvclive` writes these as plot data."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+
+
+def make_optimizer(params: TrainParams, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam with a constant or cosine-decayed learning rate."""
+    if params.lr_schedule == "cosine":
+        return optax.adam(optax.cosine_decay_schedule(params.lr, params.epochs * steps_per_epoch))
+    return optax.adam(params.lr)
+
+
+def cross_entropy(logits_BC: jax.Array, labels_B: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B).mean()
+
+
+def make_train_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """(weights, opt_state, images, labels, batch_indices_SB) → (weights, opt_state, losses_S).
+
+    The whole epoch is one compiled `lax.scan`: no Python and no host sync between steps.
+    """
+
+    def loss_fn(state: nnx.State, pixels_BHW: jax.Array, labels_B: jax.Array) -> jax.Array:
+        return cross_entropy(nnx.merge(graphdef, state)(pixels_BHW), labels_B)
+
+    def train_step(carry: tuple, batch: tuple) -> tuple[tuple, jax.Array]:
+        state, opt_state = carry
+        pixels_BHW, labels_B = batch
+        loss, grads = jax.value_and_grad(loss_fn)(state, pixels_BHW, labels_B)
+        updates, opt_state = tx.update(grads, opt_state, state)
+        return (optax.apply_updates(state, updates), opt_state), loss
+
+    @jax.jit
+    def train_epoch(state, opt_state, images_NHW, labels_N, batch_indices_SB):
+        def step(carry: tuple, indices_B: jax.Array) -> tuple[tuple, jax.Array]:
+            return train_step(carry, (images_NHW[indices_B], labels_N[indices_B]))
+
+        (state, opt_state), losses_S = jax.lax.scan(step, (state, opt_state), batch_indices_SB)
+        return state, opt_state, losses_S
+
+    return train_epoch
+
+
+def epoch_batches(rng: np.random.Generator, n: int, batch_size: int) -> np.ndarray:
+    """A fresh permutation cut into full batches (S, B); the remainder waits for a later epoch."""
+    steps = n // batch_size
+    return rng.permutation(n)[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def fit(
+    model: CNN,
+    train: Split,
+    val: Split,
+    params: TrainParams,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> list[EpochLog]:
+    """Train `model` in place; return one log entry per epoch."""
+    if params.batch_size > len(train):
+        raise UserError(
+            f"params.yaml: train.batch_size={params.batch_size} is larger than the "
+            f"{len(train)} training images; lower it"
+        )
+    steps_per_epoch = len(train) // params.batch_size
+    tx = make_optimizer(params, steps_per_epoch)
+    graphdef, state = nnx.split(model)
+    opt_state = tx.init(state)
+    train_epoch = make_train_epoch(graphdef, tx)
+    forward = make_forward(graphdef)
+    images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
+    rng = np.random.default_rng(params.seed)
+    history = []
+    bar = tqdm(range(1, params.epochs + 1), desc="train", unit="epoch", file=sys.stderr)
+    for epoch in bar:
+        batches = epoch_batches(rng, len(train), params.batch_size)
+        state, opt_state, losses = train_epoch(state, opt_state, images, labels, batches)
+        val_logits = batched_logits(forward, state, val.images_NHW, EVAL_BATCH)
+        log = EpochLog(
+            epoch=epoch,
+            train_loss=float(losses.mean()),
+            val_loss=float(cross_entropy(jnp.asarray(val_logits), jnp.asarray(val.labels_N, jnp.int32))),
+            val_accuracy=float((val_logits.argmax(-1) == val.labels_N).mean()),
+        )
+        bar.set_postfix(loss=f"{log.train_loss:.4f}", val_acc=f"{log.val_accuracy:.4f}")
+        history.append(log)
+        if on_epoch is not None:
+            on_epoch(log)
+    nnx.update(model, state)
+    return history
