@@ -24,7 +24,9 @@ def main(argv: list[str]) -> None:
     out = Path(args.out_dir)
     metrics = test_metrics(test.labels_N, predicted, class_names)
     write_text(out / "confusion.csv", confusion_csv(test.labels_N, predicted, class_names))
-    write_text(out / "classification_report.txt", report_text(test.labels_N, predicted, class_names))
+    write_text(
+        out / "classification_report.txt", report_text(test.labels_N, predicted, class_names)
+    )
     write_json(out / "metrics.json", metrics)
     print(f"evaluate: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
 

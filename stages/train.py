@@ -30,6 +30,7 @@ def main(argv: list[str]) -> None:
         with Live(str(tmp_log_dir), save_dvc_exp=False, dvcyaml=False) as live:
 
             def log_epoch(log: EpochLog) -> None:
+                live.step = log.epoch  # curves are drawn against the epoch number, from 1
                 live.log_metric("train_loss", log.train_loss)
                 live.log_metric("val_loss", log.val_loss)
                 live.log_metric("val_accuracy", log.val_accuracy)

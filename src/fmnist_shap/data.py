@@ -114,9 +114,9 @@ def fetch_raw(
     """
     out = Path(out_dir)
     origins: dict[str, str] = {}
-    if not all(_payload_is_ok(out / name, name) for name in RAW_SHA256):
-        if use_dvc_remote and _pull_from_remote(out):
-            origins = dict.fromkeys(RAW_SHA256, "dvc remote")
+    missing = not all(_payload_is_ok(out / name, name) for name in RAW_SHA256)
+    if missing and use_dvc_remote and _pull_from_remote(out):
+        origins = dict.fromkeys(RAW_SHA256, "dvc remote")
     for name in RAW_SHA256:
         target = out / name
         if _payload_is_ok(target, name):
@@ -129,7 +129,9 @@ def fetch_raw(
     return origins
 
 
-def _obtain(name: str, mirror: str | os.PathLike | None, urls: tuple[str, ...]) -> tuple[bytes, str]:
+def _obtain(
+    name: str, mirror: str | os.PathLike | None, urls: tuple[str, ...]
+) -> tuple[bytes, str]:
     if mirror is not None:
         local = Path(mirror) / f"{name}.gz"
         if local.is_file():
@@ -232,4 +234,3 @@ def load_classes(path: str | os.PathLike) -> tuple[str, ...]:
     if not file.is_file():
         raise UserError(f"{file}: missing; run `dvc repro prepare`")
     return tuple(json.loads(file.read_text(encoding="utf-8"))["class_names"])
-

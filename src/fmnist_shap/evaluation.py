@@ -4,8 +4,12 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, classification_report, f1_score
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 
 def metric_key(class_name: str) -> str:
@@ -23,7 +27,9 @@ def test_metrics(
     )
     metrics = {
         "accuracy": float(accuracy_score(labels_N, predicted_N)),
-        "macro_f1": float(f1_score(labels_N, predicted_N, labels=classes, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(labels_N, predicted_N, labels=classes, average="macro", zero_division=0)
+        ),
     }
     for i, name in enumerate(class_names):
         key = metric_key(name)
@@ -33,12 +39,12 @@ def test_metrics(
     return {k: round(v, 6) for k, v in metrics.items()}
 
 
-def confusion_csv(
-    labels_N: np.ndarray, predicted_N: np.ndarray, class_names: Sequence[str]
-) -> str:
+def confusion_csv(labels_N: np.ndarray, predicted_N: np.ndarray, class_names: Sequence[str]) -> str:
     """One `actual,predicted` row per test image: the input of DVC's `confusion` template."""
     rows = ["actual,predicted"]
-    rows += [f"{class_names[a]},{class_names[p]}" for a, p in zip(labels_N, predicted_N, strict=True)]
+    rows += [
+        f"{class_names[a]},{class_names[p]}" for a, p in zip(labels_N, predicted_N, strict=True)
+    ]
     return "\n".join(rows) + "\n"
 
 

@@ -31,7 +31,9 @@ def im2col_conv(
     `lax.scan` training loop runs tens of times slower than this matmul form.
     """
     assert tuple(window_strides) == (1, 1) and feature_group_count == 1
-    assert all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    assert all(d == 1 for d in (lhs_dilation or (1, 1))) and all(
+        d == 1 for d in (rhs_dilation or (1, 1))
+    )
     kh, kw, c_in, c_out = rhs_HWIO.shape
     n, h, w, _ = lhs_NHWC.shape
     if isinstance(padding, str):  # stride 1: SAME pads k - 1 in total, the extra one after
@@ -50,8 +52,12 @@ class CNN(nnx.Module):
     """Conv(32, 3×3, SAME) → relu → Conv(16, 3×3, SAME) → relu → flatten → Dense(classes)."""
 
     def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int] = (28, 28)):
-        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs)
-        self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs)
+        self.conv1 = nnx.Conv(
+            1, 32, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs
+        )
+        self.conv2 = nnx.Conv(
+            32, 16, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs
+        )
         self.dense = nnx.Linear(image_hw[0] * image_hw[1] * 16, num_classes, rngs=rngs)
         self.num_classes = num_classes
         self.image_hw = tuple(image_hw)

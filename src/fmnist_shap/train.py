@@ -103,7 +103,9 @@ def fit(
         log = EpochLog(
             epoch=epoch,
             train_loss=float(losses.mean()),
-            val_loss=float(cross_entropy(jnp.asarray(val_logits), jnp.asarray(val.labels_N, jnp.int32))),
+            val_loss=float(
+                cross_entropy(jnp.asarray(val_logits), jnp.asarray(val.labels_N, jnp.int32))
+            ),
             val_accuracy=float((val_logits.argmax(-1) == val.labels_N).mean()),
         )
         bar.set_postfix(loss=f"{log.train_loss:.4f}", val_acc=f"{log.val_accuracy:.4f}")

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real Fashion-MNIST files, and small real subsets of them."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist_shap.data import DEFAULT_MIRROR, Split, fetch_raw, load_raw
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four verified IDX files: the repository's data/raw, else fetched from the mirror."""
+    repo_raw = REPO / "data" / "raw"
+    if all(
+        (repo_raw / name).is_file()
+        for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte")
+    ):
+        return repo_raw
+    out = tmp_path_factory.mktemp("raw")
+    fetch_raw(out, os.environ.get("FMNIST_MIRROR", DEFAULT_MIRROR), use_dvc_remote=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def raw_splits(raw_dir: Path) -> tuple[Split, Split]:
+    return load_raw(raw_dir)
+
+
+@pytest.fixture(scope="session")
+def small_train(raw_splits: tuple[Split, Split]) -> Split:
+    """The first 1024 real training images."""
+    train, _ = raw_splits
+    return Split(train.images_NHW[:1024], train.labels_N[:1024])
+
+
+@pytest.fixture(scope="session")
+def small_val(raw_splits: tuple[Split, Split]) -> Split:
+    """256 real training images not in `small_train`."""
+    train, _ = raw_splits
+    return Split(train.images_NHW[-256:], train.labels_N[-256:])
+
+
+@pytest.fixture
+def venv_env() -> dict[str, str]:
+    """The environment for subprocesses: this interpreter's bin first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("DVC_EXP_NAME", None)
+    return env
+
+
+def pixels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28)).astype(np.uint8)

@@ -1,0 +1,137 @@
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmnist_shap.data import (
+    RAW_SHA256,
+    Split,
+    fetch_raw,
+    load_raw,
+    load_split,
+    save_split,
+    split_train_val,
+    subset_test,
+)
+from fmnist_shap.errors import UserError
+from fmnist_shap.params import PrepareParams
+
+
+def test_raw_shapes_dtypes_and_labels(raw_splits: tuple[Split, Split]) -> None:
+    train, test = raw_splits
+    assert train.images_NHW.shape == (60000, 28, 28) and test.images_NHW.shape == (10000, 28, 28)
+    assert train.images_NHW.dtype == np.uint8 and train.labels_N.dtype == np.uint8
+    assert set(np.unique(train.labels_N)) == set(range(10))
+    assert np.bincount(train.labels_N).tolist() == [6000] * 10  # Fashion-MNIST is balanced
+    assert np.bincount(test.labels_N).tolist() == [1000] * 10
+    assert 0 < train.images_NHW.mean() < 255
+
+
+@pytest.fixture(scope="module")
+def gz_mirror(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mirror directory holding gzip copies of the real files."""
+    dest = tmp_path_factory.mktemp("mirror")
+    for name in RAW_SHA256:
+        data = gzip.compress((raw_dir / name).read_bytes(), compresslevel=1, mtime=0)
+        (dest / f"{name}.gz").write_bytes(data)
+    return dest
+
+
+def _gz_mirror(gz_mirror: Path, dest: Path) -> Path:
+    """A private copy of the mirror, safe to corrupt."""
+    return Path(shutil.copytree(gz_mirror, dest))
+
+
+def test_fetch_from_mirror_verifies_and_writes(
+    raw_dir: Path, gz_mirror: Path, tmp_path: Path
+) -> None:
+    mirror = _gz_mirror(gz_mirror, tmp_path / "mirror")
+    origins = fetch_raw(tmp_path / "raw", mirror, urls=(), use_dvc_remote=False)
+    assert set(origins) == set(RAW_SHA256)
+    assert all(str(mirror) in origin for origin in origins.values())
+    for name in RAW_SHA256:
+        assert (tmp_path / "raw" / name).read_bytes() == (raw_dir / name).read_bytes()
+    # A second call finds everything in place and touches nothing.
+    assert set(fetch_raw(tmp_path / "raw", mirror, urls=(), use_dvc_remote=False).values()) == {
+        "already present"
+    }
+
+
+def test_fetch_rejects_wrong_checksum_and_writes_nothing(
+    raw_dir: Path, gz_mirror: Path, tmp_path: Path
+) -> None:
+    mirror = _gz_mirror(gz_mirror, tmp_path / "mirror")
+    name = "train-labels-idx1-ubyte"
+    payload = bytearray((raw_dir / name).read_bytes())
+    payload[100] ^= 0xFF  # one flipped label byte: still a valid gzip, wrong content
+    (mirror / f"{name}.gz").write_bytes(gzip.compress(bytes(payload)))
+    out = tmp_path / "raw"
+    with pytest.raises(UserError, match=r"SHA-256 .* does not match"):
+        fetch_raw(out, mirror, urls=(), use_dvc_remote=False)
+    assert not (out / name).exists()
+    assert not out.exists() or not list(out.glob(".*.tmp"))
+
+
+def test_fetch_rejects_truncated_gzip(raw_dir: Path, gz_mirror: Path, tmp_path: Path) -> None:
+    mirror = _gz_mirror(gz_mirror, tmp_path / "mirror")
+    name = "t10k-images-idx3-ubyte"
+    data = (mirror / f"{name}.gz").read_bytes()
+    (mirror / f"{name}.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a valid gzip file"):
+        fetch_raw(tmp_path / "raw", mirror, urls=(), use_dvc_remote=False)
+    assert not (tmp_path / "raw" / name).exists()
+
+
+def test_fetch_without_any_source_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="dataset-fashion-mnist"):
+        fetch_raw(tmp_path / "raw", tmp_path / "empty", urls=(), use_dvc_remote=False)
+
+
+def test_load_raw_rejects_corrupted_copy(raw_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "raw"
+    shutil.copytree(raw_dir, copy)
+    target = copy / "t10k-labels-idx1-ubyte"
+    data = bytearray(target.read_bytes())
+    data[-1] = (data[-1] + 1) % 10
+    target.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte: SHA-256"):
+        load_raw(copy)
+
+
+def test_missing_data_directory(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="data directory missing; run `make data`"):
+        load_raw(tmp_path / "nowhere")
+
+
+def test_split_is_seeded_disjoint_and_sized(raw_splits: tuple[Split, Split]) -> None:
+    train, _ = raw_splits
+    params = PrepareParams(val_size=1000, seed=3, train_subset=2000)
+    t1, v1 = split_train_val(train, params)
+    t2, v2 = split_train_val(train, params)
+    assert (len(t1), len(v1)) == (2000, 1000)
+    assert np.array_equal(t1.images_NHW, t2.images_NHW) and np.array_equal(v1.labels_N, v2.labels_N)
+    _, v3 = split_train_val(train, PrepareParams(val_size=1000, seed=4))
+    assert not np.array_equal(v1.images_NHW, v3.images_NHW)
+    # No validation image is also a training image (compare by content).
+    train_keys = {img.tobytes() for img in t1.images_NHW}
+    assert not any(img.tobytes() in train_keys for img in v1.images_NHW)
+
+
+def test_subsets_larger_than_data_are_refused(raw_splits: tuple[Split, Split]) -> None:
+    train, test = raw_splits
+    with pytest.raises(UserError, match="prepare.train_subset"):
+        split_train_val(train, PrepareParams(val_size=59000, train_subset=5000))
+    with pytest.raises(UserError, match="prepare.test_subset"):
+        subset_test(test, PrepareParams(test_subset=20000))
+
+
+def test_prepared_split_round_trip_is_byte_stable(small_train: Split, tmp_path: Path) -> None:
+    save_split(tmp_path / "a.npz", small_train)
+    save_split(tmp_path / "b.npz", small_train)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = load_split(tmp_path / "a.npz")
+    assert loaded.images_NHW.dtype == np.uint8
+    assert np.array_equal(loaded.images_NHW, small_train.images_NHW)
+    assert np.array_equal(loaded.labels_N, small_train.labels_N)

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from fmnist_shap.errors import UserError
+from fmnist_shap.params import PrepareParams, TrainParams, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_load() -> None:
+    assert isinstance(load_params(REPO / "params.yaml", "train", TrainParams), TrainParams)
+    assert isinstance(load_params(REPO / "params.yaml", "prepare", PrepareParams), PrepareParams)
+
+
+def test_values_are_read(tmp_path: Path) -> None:
+    path = _write(tmp_path, "train: {lr: 0.01, epochs: 2, batch_size: 64, seed: 7}\n")
+    params = load_params(path, "train", TrainParams)
+    assert (params.lr, params.epochs, params.batch_size, params.seed) == (0.01, 2, 64, 7)
+    assert params.lr_schedule == "cosine"  # default for keys left out
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("train: {epochs: 0}", r"train.epochs must be a positive integer"),
+        ("train: {epochs: -3}", r"train.epochs must be a positive integer"),
+        ("train: {batch_size: 0}", r"train.batch_size must be a positive integer"),
+        ("train: {lr: 0}", r"train.lr must be > 0"),
+        ("train: {lr: -0.1}", r"train.lr must be > 0"),
+        ("train: {lr: fast}", r"train.lr is 'fast' \(str\); expected float"),
+        ("train: {epochs: 2.5}", r"train.epochs is 2.5 \(float\); expected int"),
+        ("train: {epochs: true}", r"train.epochs is True \(bool\); expected int"),
+        (
+            "train: {lr_schedule: linear}",
+            r"train.lr_schedule is 'linear'; use 'cosine' or 'constant'",
+        ),
+        ("train: {epoch: 3}", r"unknown key train.epoch; valid keys are"),
+        ("train: [1, 2]", r"'train' must be a mapping"),
+        ("other: {}", r"missing section 'train'"),
+        ("train: {lr: [", r"not valid YAML at line \d"),
+    ],
+)
+def test_bad_values_give_one_line_errors(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(UserError, match=message) as caught:
+        load_params(_write(tmp_path, body + "\n"), "train", TrainParams)
+    assert "\n" not in str(caught.value)
+
+
+def test_prepare_subsets(tmp_path: Path) -> None:
+    params = load_params(
+        _write(tmp_path, "prepare: {train_subset: null, test_subset: 100}\n"),
+        "prepare",
+        PrepareParams,
+    )
+    assert params.train_subset is None and params.test_subset == 100
+    with pytest.raises(UserError, match="prepare.val_size must be > 0"):
+        load_params(_write(tmp_path, "prepare: {val_size: 0}\n"), "prepare", PrepareParams)
+    with pytest.raises(UserError, match="prepare.train_subset must be > 0"):
+        load_params(_write(tmp_path, "prepare: {train_subset: -5}\n"), "prepare", PrepareParams)
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_params(tmp_path / "absent.yaml", "train", TrainParams)
