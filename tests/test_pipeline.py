@@ -1,0 +1,144 @@
+"""End to end: the repository copied into a temporary git repo, real `dvc repro` on a small subset."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SMALL_PARAMS = {
+    "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
+    "train": {"epochs": 1, "batch_size": 100},
+}
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def copy_repository(dest: Path, raw_dir: Path) -> None:
+    """The repository's tracked and unignored files as they are now, plus the raw data."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    shutil.copytree(raw_dir, dest / "data" / "raw")
+
+
+def lock_hashes(repo: Path) -> dict[str, str]:
+    """Every output's md5 in dvc.lock, by path."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+    }
+
+
+@pytest.fixture(scope="module")
+def small_repo(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    copy_repository(repo, raw_dir)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in SMALL_PARAMS.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo_env(small_repo: Path) -> dict[str, str]:
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(small_repo / "src")  # the copy's library, not the installed one
+    for key in ("DVC_EXP_NAME", "DVC_ROOT", "GIT_DIR", "GIT_WORK_TREE"):
+        env.pop(key, None)
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@e",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@e",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def reproduced(small_repo: Path, repo_env: dict[str, str]) -> str:
+    run(["git", "init", "-q", "-b", "main"], small_repo, repo_env)
+    run(["git", "add", "-A"], small_repo, repo_env)
+    run(["git", "commit", "-q", "-m", "copy"], small_repo, repo_env)
+    return run(["dvc", "repro"], small_repo, repo_env)
+
+
+@pytest.mark.slow
+def test_repro_builds_every_output(small_repo: Path, reproduced: str) -> None:
+    for stage in ("prepare", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in reproduced
+    for rel in (
+        "data/prepared/train.npz",
+        "data/prepared/val.npz",
+        "data/prepared/test.npz",
+        "models/model.npz",
+        "reports/train/metrics.json",
+        "reports/train/plots/metrics/val_loss.tsv",
+        "reports/eval/metrics.json",
+        "reports/eval/confusion.csv",
+        "reports/eval/classification_report.txt",
+    ):
+        assert (small_repo / rel).is_file(), rel
+    metrics = json.loads((small_repo / "reports/eval/metrics.json").read_text())
+    assert 0.5 < metrics["accuracy"] <= 1.0  # one epoch on 2k real images
+    assert len((small_repo / "reports/eval/confusion.csv").read_text().splitlines()) == 1001
+
+
+@pytest.mark.slow
+def test_status_clean_and_second_repro_does_nothing(
+    small_repo: Path, repo_env: dict[str, str], reproduced: str
+) -> None:
+    assert "up to date" in run(["dvc", "status"], small_repo, repo_env)
+    again = run(["dvc", "repro"], small_repo, repo_env)
+    assert "Running stage" not in again
+
+
+@pytest.mark.slow
+def test_metrics_and_plots_commands_work(
+    small_repo: Path, repo_env: dict[str, str], reproduced: str
+) -> None:
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], small_repo, repo_env))
+    files = shown[""]["data"]
+    assert "accuracy" in files["reports/eval/metrics.json"]["data"]
+    assert "val_accuracy" in files["reports/train/metrics.json"]["data"]
+    out = run(["dvc", "plots", "show", "-o", "plots_html"], small_repo, repo_env)
+    assert (small_repo / "plots_html" / "index.html").is_file(), out
+    html = (small_repo / "plots_html" / "index.html").read_text()
+    assert "Confusion matrix" in html and "Training curves" in html
+
+
+@pytest.mark.slow
+def test_forced_rerun_gives_identical_hashes(
+    small_repo: Path, repo_env: dict[str, str], reproduced: str
+) -> None:
+    before = lock_hashes(small_repo)
+    run(["dvc", "repro", "-f"], small_repo, repo_env)
+    assert lock_hashes(small_repo) == before
+    assert {"data/prepared/train.npz", "models/model.npz"} <= set(before)

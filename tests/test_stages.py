@@ -1,0 +1,144 @@
+"""Each stage's main on a small real subset, in tmp_path: outputs, and nothing left on failure."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import evaluate, prepare, train
+
+SMALL = {
+    "prepare": {"val_size": 300, "seed": 0, "train_subset": 600, "test_subset": 200},
+    "train": {"lr": 0.003, "lr_schedule": "cosine", "epochs": 2, "batch_size": 100, "seed": 0},
+}
+
+
+def _params(tmp_path: Path, **overrides: dict) -> Path:
+    doc = {section: {**values, **overrides.get(section, {})} for section, values in SMALL.items()}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipeline_outputs(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """prepare → train → evaluate, run once for the tests of this module."""
+    work = tmp_path_factory.mktemp("stages")
+    params = str(_params(work))
+    prep = work / "prepared"
+    prepare.main([str(raw_dir), str(prep), "--params", params])
+    train.main(
+        [
+            str(prep / "train.npz"),
+            str(prep / "val.npz"),
+            str(work / "model.npz"),
+            str(work / "train"),
+            "--params",
+            params,
+        ]
+    )
+    evaluate.main(
+        [
+            str(prep / "test.npz"),
+            str(prep / "classes.json"),
+            str(work / "model.npz"),
+            str(work / "eval"),
+        ]
+    )
+    return work
+
+
+def test_prepare_writes_uint8_splits(pipeline_outputs: Path) -> None:
+    prep = pipeline_outputs / "prepared"
+    sizes = {}
+    for name in ("train", "val", "test"):
+        with np.load(prep / f"{name}.npz", allow_pickle=False) as arrays:
+            assert arrays["images"].dtype == np.uint8 and arrays["images"].shape[1:] == (28, 28)
+            sizes[name] = len(arrays["labels"])
+    assert sizes == {"train": 600, "val": 300, "test": 200}
+    assert json.loads((prep / "classes.json").read_text())["class_names"][9] == "Ankle boot"
+
+
+def test_train_logs_curves_and_saves_model(pipeline_outputs: Path) -> None:
+    assert (pipeline_outputs / "model.npz").is_file()
+    summary = json.loads((pipeline_outputs / "train" / "metrics.json").read_text())
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(summary)
+    curve = (
+        (pipeline_outputs / "train" / "plots" / "metrics" / "val_accuracy.tsv").read_text().split()
+    )
+    assert curve[:2] == ["step", "val_accuracy"] and curve[2::2] == ["1", "2"]
+    assert not list(pipeline_outputs.glob(".*.tmp"))
+
+
+def test_evaluate_writes_flat_metrics_and_confusion(pipeline_outputs: Path) -> None:
+    metrics = json.loads((pipeline_outputs / "eval" / "metrics.json").read_text())
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert 0.3 < metrics["accuracy"] <= 1.0
+    assert {"macro_f1", "precision_t_shirt_top", "recall_ankle_boot", "f1_bag"} <= set(metrics)
+    rows = (pipeline_outputs / "eval" / "confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 201
+    correct = sum(a == p for a, p in (row.split(",") for row in rows[1:]))
+    assert correct / 200 == pytest.approx(metrics["accuracy"])
+    report = (pipeline_outputs / "eval" / "classification_report.txt").read_text()
+    assert "Ankle boot" in report and "macro avg" in report
+
+
+def test_bad_params_stop_train_before_any_output(
+    pipeline_outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from fmnist_shap.errors import run_cli
+
+    params = str(_params(tmp_path, train={"epochs": 0}))
+    prep = pipeline_outputs / "prepared"
+    args = [
+        str(prep / "train.npz"),
+        str(prep / "val.npz"),
+        str(tmp_path / "m.npz"),
+        str(tmp_path / "log"),
+        "--params",
+        params,
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: params.yaml: train.epochs must be a positive integer, e.g. 6"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_batch_too_large_leaves_previous_outputs_untouched(
+    pipeline_outputs: Path, tmp_path: Path
+) -> None:
+    from fmnist_shap.errors import UserError
+
+    prep = pipeline_outputs / "prepared"
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    (log_dir / "metrics.json").write_text("{}")
+    params = str(_params(tmp_path, train={"batch_size": 601}))
+    with pytest.raises(UserError, match="train.batch_size=601"):
+        train.main(
+            [
+                str(prep / "train.npz"),
+                str(prep / "val.npz"),
+                str(tmp_path / "m.npz"),
+                str(log_dir),
+                "--params",
+                params,
+            ]
+        )
+    assert not (tmp_path / "m.npz").exists()
+    assert (log_dir / "metrics.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log", "params.yaml"]
+
+
+def test_prepare_on_missing_data(tmp_path: Path) -> None:
+    from fmnist_shap.errors import UserError
+
+    with pytest.raises(UserError, match="data directory missing"):
+        prepare.main(
+            [str(tmp_path / "raw"), str(tmp_path / "out"), "--params", str(_params(tmp_path))]
+        )
+    assert not (tmp_path / "out").exists()
