@@ -32,7 +32,6 @@ RAW_SHA256 = {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-RAW_COUNTS = {"train": 60000, "t10k": 10000}
 DEFAULT_MIRROR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 OFFICIAL_URLS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -87,9 +86,10 @@ def _dvc_remote_configured(repo: Path) -> bool:
 
 def _pull_from_remote(out_dir: Path) -> bool:
     """`dvc pull` the tracked raw directory when a DVC remote is configured."""
-    dvc_file = out_dir.with_name(out_dir.name + ".dvc")
-    repo = out_dir.parent
-    if not dvc_file.is_file() or not _dvc_remote_configured(repo):
+    out = out_dir.resolve()
+    dvc_file = out.with_name(out.name + ".dvc")
+    repo = next((p for p in out.parents if (p / ".dvc").is_dir()), None)
+    if repo is None or not dvc_file.is_file() or not _dvc_remote_configured(repo):
         return False
     pulled = subprocess.run(
         ["dvc", "pull", "--quiet", str(dvc_file)], cwd=repo, capture_output=True, check=False

@@ -56,6 +56,65 @@ class TrainParams:
         _require(self.seed >= 0, "train.seed", "must be >= 0")
 
 
+EXPLAINERS = ("partition", "permutation")
+MASKERS = {"blur": "blur(28,28)", "telea": "inpaint_telea", "ns": "inpaint_ns"}  # id → shap's name
+IMAGE_FEATURES = 28 * 28
+# Partition needs its two reference rows (all masked, none masked) and one split;
+# Permutation needs one forward-and-back pass over every pixel: 2·784 + 1.
+MIN_MAX_EVALS = {"partition": 3, "permutation": 2 * IMAGE_FEATURES + 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainParams:
+    """SHAP settings shared by every explain variant."""
+
+    samples_per_set: int = 4  # the first N correct and the first N wrong test predictions
+    top_k: int = 5  # classes explained per image, by the model's own ranking
+    partition_max_evals: int = 500
+    permutation_max_evals: int = 1600
+    batch_size: int = 512  # rows per model call shap may send; the model pads to powers of two
+    seed: int = 0  # Permutation's random orderings
+    explainers: tuple[str, ...] = EXPLAINERS  # the variants dvc.yaml builds (matrix)
+    maskers: tuple[str, ...] = tuple(MASKERS)
+
+    def __post_init__(self) -> None:
+        _require(self.samples_per_set > 0, "explain.samples_per_set", "must be > 0, e.g. 4")
+        _require(1 <= self.top_k <= 10, "explain.top_k", f"is {self.top_k}; use 1..10")
+        for explainer in EXPLAINERS:
+            key = f"{explainer}_max_evals"
+            value, minimum = getattr(self, key), MIN_MAX_EVALS[explainer]
+            _require(value >= minimum, f"explain.{key}", f"is {value}; the minimum is {minimum}")
+        _require(self.batch_size > 0, "explain.batch_size", "must be > 0, e.g. 512")
+        _require(self.seed >= 0, "explain.seed", "must be >= 0")
+        _require(len(self.explainers) > 0, "explain.explainers", "must list at least one")
+        _require(len(self.maskers) > 0, "explain.maskers", "must list at least one")
+        for explainer in self.explainers:
+            check_explainer(explainer)
+        for masker in self.maskers:
+            check_masker(masker)
+
+    def max_evals(self, explainer: str) -> int:
+        return getattr(self, f"{explainer}_max_evals")
+
+
+def check_explainer(explainer: str) -> None:
+    """Refuse an explainer id that is not one of ours."""
+    _require(
+        explainer in EXPLAINERS,
+        "explain.explainers",
+        f"has unknown explainer {explainer!r}; use one of {', '.join(EXPLAINERS)}",
+    )
+
+
+def check_masker(masker: str) -> None:
+    """Refuse a masker id that is not one of ours."""
+    _require(
+        masker in MASKERS,
+        "explain.maskers",
+        f"has unknown masker {masker!r}; use one of {', '.join(MASKERS)}",
+    )
+
+
 def _require(ok: bool, key: str, problem: str) -> None:
     if not ok:
         raise UserError(f"params.yaml: {key} {problem}")

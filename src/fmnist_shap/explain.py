@@ -1,0 +1,239 @@
+"""SHAP explanations of the CNN: Partition or Permutation, with blur or inpaint image maskers.
+
+What is explained: the model's logits (pre-softmax scores), for its own top-k classes of each
+image. Logits make SHAP's efficiency identity exact and easy to check:
+sum(values[n, :, :, j]) + base_values[n, j] == logits(image_n)[class j].
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import shap
+
+from fmnist_shap.artifacts import save_npz
+from fmnist_shap.errors import UserError
+from fmnist_shap.params import MASKERS, ExplainParams, check_explainer, check_masker
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Which test images are explained, and what the model said about them."""
+
+    test_index_N: np.ndarray
+    correct_N: np.ndarray  # True for the 'correct' set, False for the 'wrong' set
+    labels_N: np.ndarray
+    logits_NC: np.ndarray
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """SHAP values for each sample's top-k classes, and what it cost."""
+
+    values_NHWK: np.ndarray
+    base_values_NK: np.ndarray
+    classes_NK: np.ndarray  # class index of each explained output, best first
+    evals_per_image: float
+    seconds_per_image: float
+
+
+def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) -> Samples:
+    """The first `per_set` correctly and the first `per_set` wrongly predicted test images."""
+    predicted = logits_NC.argmax(-1)
+    correct = np.flatnonzero(predicted == labels_N)
+    wrong = np.flatnonzero(predicted != labels_N)
+    for name, found in (("correct", correct), ("wrong", wrong)):
+        if len(found) < per_set:
+            raise UserError(
+                f"params.yaml: explain.samples_per_set={per_set} but the model has only "
+                f"{len(found)} {name} test predictions; lower it"
+            )
+    index = np.concatenate([correct[:per_set], wrong[:per_set]])
+    return Samples(
+        test_index_N=index,
+        correct_N=np.arange(len(index)) < per_set,
+        labels_N=labels_N[index],
+        logits_NC=logits_NC[index],
+    )
+
+
+def top_classes(logits_NC: np.ndarray, k: int) -> np.ndarray:
+    """Class indices by decreasing logit; ties broken by class index, so it is stable."""
+    return np.argsort(-logits_NC, axis=-1, kind="stable")[:, :k]
+
+
+@numba.njit(cache=False)
+def _seed_numba(seed: int) -> None:
+    # numba keeps its own RNG state; np.random.seed outside jitted code does not reach it.
+    np.random.seed(seed)
+
+
+class CountingModel:
+    """Wraps the predict function: counts rows, and keeps shap's inputs as float32 pixels."""
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray]):
+        self.predict = predict
+        self.rows = 0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.rows += len(pixels)
+        return self.predict(np.asarray(pixels, dtype=np.float32))
+
+
+def explain(
+    predict: Callable[[np.ndarray], np.ndarray],
+    images_NHW: np.ndarray,
+    explainer_id: str,
+    masker_id: str,
+    params: ExplainParams,
+) -> Explanations:
+    """Explain the top-k logits of each image with the chosen explainer and masker.
+
+    Images reach the masker as raw 0-255 pixels: shap's inpaint maskers cast to uint8, so
+    [0, 1] floats would all become 0. The model scales them itself, for every masker alike.
+    """
+    check_explainer(explainer_id)
+    check_masker(masker_id)
+    n, height, width = images_NHW.shape
+    model = CountingModel(predict)
+    masker = shap.maskers.Image(MASKERS[masker_id], (height, width, 1))
+    if explainer_id == "partition":
+        explainer = shap.PartitionExplainer(model, masker)
+    else:
+        explainer = shap.PermutationExplainer(model, masker)
+    classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
+    model.rows = 0
+
+    values, base_values = [], []
+    start = time.perf_counter()
+    # One image per call: each gets its own output classes, and its own seed for Permutation
+    # (shap's base Explainer also spends extra main-effect evaluations from the second row of a
+    # multi-row call).
+    for i, image_HW in enumerate(images_NHW):
+        pixels = image_HW[None, :, :, None].astype(np.float32)
+        if explainer_id == "partition":
+            result = explainer(
+                pixels,
+                max_evals=params.max_evals(explainer_id),
+                batch_size=params.batch_size,
+                outputs=classes_NK[i],
+                silent=True,
+            )
+            values.append(result.values[0, :, :, 0, :])
+            base_values.append(np.asarray(result.base_values[0]))
+        else:
+            # Permutation orders come from numpy's global RNG and, for the image masker's
+            # partition-tree shuffle, from numba's: seed both, per image.
+            np.random.seed(params.seed + i)
+            _seed_numba(params.seed + i)
+            result = explainer(
+                pixels,
+                max_evals=params.max_evals(explainer_id),
+                batch_size=params.batch_size,
+                silent=True,
+            )
+            # It returns every class (it ignores `outputs=`): keep this image's top-k ourselves.
+            values.append(result.values[0, :, :, 0, :][..., classes_NK[i]])
+            base_values.append(np.asarray(result.base_values[0])[classes_NK[i]])
+    seconds = time.perf_counter() - start
+    return Explanations(
+        values_NHWK=np.stack(values).astype(np.float32),
+        base_values_NK=np.stack(base_values).astype(np.float32),
+        classes_NK=classes_NK,
+        evals_per_image=model.rows / n,
+        seconds_per_image=seconds / n,
+    )
+
+
+def additivity_error(explanations: Explanations, logits_NC: np.ndarray) -> float:
+    """Largest |sum of SHAP values + base value − model output| over images and outputs."""
+    explained = np.take_along_axis(logits_NC, explanations.classes_NK, axis=-1)
+    total = explanations.values_NHWK.sum(axis=(1, 2)) + explanations.base_values_NK
+    return float(np.abs(total - explained).max())
+
+
+def save_values(
+    path: str,
+    explanations: Explanations,
+    samples: Samples,
+    images_NHW: np.ndarray,
+    class_names: tuple[str, ...],
+) -> None:
+    """The explanation as a plain .npz (no pickle): see the README for the field list."""
+    save_npz(
+        path,
+        {
+            "values": explanations.values_NHWK,  # (N, H, W, K) float32, SHAP values of logits
+            "base_values": explanations.base_values_NK,  # (N, K) float32
+            "data": images_NHW,  # (N, H, W) uint8, the explained pixels
+            "output_classes": explanations.classes_NK.astype(np.int64),  # (N, K) class indices
+            "output_names": np.array(
+                [[class_names[c] for c in row] for row in explanations.classes_NK]
+            ),
+            "test_index": samples.test_index_N.astype(np.int64),
+            "labels": samples.labels_N.astype(np.int64),
+            "correct": samples.correct_N,
+        },
+    )
+
+
+def samples_csv(samples: Samples, class_names: tuple[str, ...]) -> str:
+    """One row per explained image: set, test index, actual, predicted, predicted probability."""
+    probabilities = softmax(samples.logits_NC)
+    rows = ["set,test_index,actual,predicted,probability"]
+    for i, index in enumerate(samples.test_index_N):
+        predicted = int(samples.logits_NC[i].argmax())
+        rows.append(
+            f"{'correct' if samples.correct_N[i] else 'wrong'},{index},"
+            f"{class_names[samples.labels_N[i]]},{class_names[predicted]},{probabilities[i, predicted]:.4f}"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def softmax(logits_NC: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits_NC - logits_NC.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def image_plot_png(
+    explanations: Explanations,
+    samples: Samples,
+    images_NHW: np.ndarray,
+    class_names: tuple[str, ...],
+    rows: np.ndarray,
+    title: str,
+) -> bytes:
+    """shap.image_plot of the chosen rows as PNG bytes, small and byte-stable."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probabilities = softmax(samples.logits_NC[rows])
+    classes = explanations.classes_NK[rows]
+    labels = np.array(
+        [
+            [f"{class_names[c]} {probabilities[r, c]:.2f}" for c in classes[r]]
+            for r in range(len(rows))
+        ]
+    )
+    actual = [f"actual: {class_names[label]}" for label in samples.labels_N[rows]]
+    values = explanations.values_NHWK[rows]
+    shap.image_plot(
+        [values[..., j : j + 1] for j in range(values.shape[-1])],
+        pixel_values=images_NHW[rows][..., None].astype(np.float32),
+        labels=labels,
+        true_labels=actual,
+        show=False,
+    )
+    figure = plt.gcf()
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    # No Software/date metadata: the same figure gives the same bytes.
+    figure.savefig(buffer, format="png", dpi=60, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()

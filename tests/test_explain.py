@@ -1,0 +1,146 @@
+"""SHAP explanations on a small model trained on real images: additivity, masker input, top-k."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shap
+
+from fmnist_shap.data import Split
+from fmnist_shap.errors import UserError
+from fmnist_shap.explain import (
+    Samples,
+    additivity_error,
+    explain,
+    image_plot_png,
+    select_samples,
+    top_classes,
+)
+from fmnist_shap.model import init_model, make_predict_fn
+from fmnist_shap.params import MASKERS, ExplainParams, TrainParams
+from fmnist_shap.train import fit
+
+FAST = ExplainParams(
+    samples_per_set=1, top_k=3, partition_max_evals=100, permutation_max_evals=1569, batch_size=256
+)
+
+
+@pytest.fixture(scope="module")
+def predict(small_train: Split, small_val: Split):
+    """A CNN trained for one epoch on 1024 real images: confident enough to have structure."""
+    model = init_model(0)
+    fit(model, small_train, small_val, TrainParams(lr=3e-3, epochs=1, batch_size=64))
+    return make_predict_fn(model, batch_size=256)
+
+
+@pytest.fixture(scope="module")
+def images(small_val: Split) -> np.ndarray:
+    return small_val.images_NHW[:2]
+
+
+@pytest.mark.parametrize("masker", list(MASKERS))
+def test_partition_additivity(predict, images: np.ndarray, masker: str) -> None:
+    result = explain(predict, images, "partition", masker, FAST)
+    assert result.values_NHWK.shape == (2, 28, 28, 3)
+    assert additivity_error(result, predict(images)) < 1e-4
+    assert np.abs(result.values_NHWK).sum() > 0
+
+
+@pytest.mark.parametrize("masker", ["blur", "telea"])
+def test_permutation_additivity_and_evaluations(predict, images: np.ndarray, masker: str) -> None:
+    result = explain(predict, images, "permutation", masker, FAST)
+    assert additivity_error(result, predict(images)) < 1e-4
+    # One forward-and-back pass per image, and no extra main-effect evaluations.
+    assert result.evals_per_image == 1569
+
+
+@pytest.mark.parametrize("explainer", ["partition", "permutation"])
+def test_top_k_outputs_are_the_models_own(predict, images: np.ndarray, explainer: str) -> None:
+    result = explain(predict, images, explainer, "blur", FAST)
+    logits = predict(images)
+    assert np.array_equal(result.classes_NK, np.argsort(-logits, axis=-1)[:, :3])
+    # The explained outputs really are those classes: values + base equal those logits.
+    explained = np.take_along_axis(logits, result.classes_NK, axis=-1)
+    assert np.allclose(
+        result.values_NHWK.sum(axis=(1, 2)) + result.base_values_NK, explained, atol=1e-4
+    )
+
+
+def test_inpaint_masker_keeps_pixel_values(images: np.ndarray) -> None:
+    """With 0-255 input, inpainting keeps unmasked pixels; [0, 1] floats would turn to black."""
+    image = images[0][..., None].astype(np.float32)
+    mask = np.ones(28 * 28, dtype=bool)
+    mask[: 28 * 14] = False  # top half masked (inpainted), bottom half kept
+    for name in ("inpaint_telea", "inpaint_ns"):
+        masker = shap.maskers.Image(name, (28, 28, 1))
+        (masked,) = masker(mask, image)
+        masked = masked.reshape(28, 28)
+        assert np.array_equal(masked[14:], image[14:, :, 0])  # kept pixels unchanged
+        assert masked.max() > 50  # not black
+        (scaled,) = masker(mask, image / 255.0)  # the tutorial's input, for contrast
+        assert scaled.reshape(28, 28).max() <= 1.0 and np.count_nonzero(scaled) == 0
+
+
+def test_permutation_is_identical_on_rerun(predict, images: np.ndarray) -> None:
+    a = explain(predict, images, "permutation", "blur", FAST)
+    b = explain(predict, images, "permutation", "blur", FAST)
+    assert np.array_equal(a.values_NHWK, b.values_NHWK)
+    c = explain(
+        predict, images, "permutation", "blur", ExplainParams(**{**FAST.__dict__, "seed": 1})
+    )
+    assert not np.array_equal(a.values_NHWK, c.values_NHWK)
+
+
+def test_sample_selection_and_too_many(predict, small_val: Split) -> None:
+    logits = predict(small_val.images_NHW)
+    samples = select_samples(logits, small_val.labels_N, 3)
+    predicted = logits.argmax(-1)
+    assert samples.correct_N.tolist() == [True] * 3 + [False] * 3
+    assert np.array_equal(
+        predicted[samples.test_index_N[:3]], small_val.labels_N[samples.test_index_N[:3]]
+    )
+    assert np.all(
+        predicted[samples.test_index_N[3:]] != small_val.labels_N[samples.test_index_N[3:]]
+    )
+    assert samples.test_index_N[0] == np.flatnonzero(predicted == small_val.labels_N)[0]
+    with pytest.raises(
+        UserError, match=r"explain.samples_per_set=300 but the model has only \d+ wrong"
+    ):
+        select_samples(logits, small_val.labels_N, 300)
+
+
+def test_top_classes_is_stable_on_ties() -> None:
+    assert top_classes(np.array([[1.0, 3.0, 3.0, 0.0]]), 3).tolist() == [[1, 2, 0]]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"maskers": ("blur", "gauss")}, "unknown masker 'gauss'"),
+        ({"explainers": ("kernel",)}, "unknown explainer 'kernel'"),
+        (
+            {"permutation_max_evals": 1000},
+            "explain.permutation_max_evals is 1000; the minimum is 1569",
+        ),
+        ({"top_k": 0}, "explain.top_k is 0; use 1..10"),
+        ({"top_k": 11}, "explain.top_k is 11; use 1..10"),
+    ],
+)
+def test_bad_explain_params(overrides: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        ExplainParams(**overrides)
+
+
+def test_plot_png_is_byte_stable(
+    predict, images: np.ndarray, small_val: Split, tmp_path: Path
+) -> None:
+    result = explain(predict, images, "partition", "blur", FAST)
+    samples = Samples(
+        np.arange(2), np.array([True, False]), small_val.labels_N[:2], predict(images)
+    )
+    names = tuple(f"class {i}" for i in range(10))
+    first = image_plot_png(result, samples, images, names, np.arange(2), "t")
+    second = image_plot_png(result, samples, images, names, np.arange(2), "t")
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and first == second
+    assert b"Software" not in first
+    assert len(first) < 150_000
