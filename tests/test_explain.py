@@ -103,10 +103,14 @@ def test_sample_selection_and_too_many(predict, small_val: Split) -> None:
         predicted[samples.test_index_N[3:]] != small_val.labels_N[samples.test_index_N[3:]]
     )
     assert samples.test_index_N[0] == np.flatnonzero(predicted == small_val.labels_N)[0]
+    n_correct = int((predicted == small_val.labels_N).sum())
+    n_wrong = len(predicted) - n_correct
     with pytest.raises(
-        UserError, match=r"explain.samples_per_set=300 but the model has only \d+ wrong"
+        UserError, match=rf"samples_per_set={n_wrong + 1} but .* only {n_wrong} wrong"
     ):
-        select_samples(logits, small_val.labels_N, 300)
+        select_samples(logits, small_val.labels_N, n_wrong + 1)
+    with pytest.raises(UserError, match=rf"only {n_correct} correct test predictions; lower it"):
+        select_samples(logits, small_val.labels_N, n_correct + 1)
 
 
 def test_top_classes_is_stable_on_ties() -> None:

@@ -13,6 +13,15 @@ from tests.conftest import REPO
 SMALL_PARAMS = {
     "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
     "train": {"epochs": 1, "batch_size": 100},
+    # Two of the six variants keep the test short; the default builds all of them.
+    "explain": {
+        "explainers": ["partition", "permutation"],
+        "maskers": ["telea"],
+        "samples_per_set": 1,
+        "top_k": 3,
+        "partition_max_evals": 100,
+        "permutation_max_evals": 1569,
+    },
 }
 
 
@@ -92,7 +101,13 @@ def reproduced(small_repo: Path, repo_env: dict[str, str]) -> str:
 
 @pytest.mark.slow
 def test_repro_builds_every_output(small_repo: Path, reproduced: str) -> None:
-    for stage in ("prepare", "train", "evaluate"):
+    for stage in (
+        "prepare",
+        "train",
+        "evaluate",
+        "explain@partition-telea",
+        "explain@permutation-telea",
+    ):
         assert f"Running stage '{stage}'" in reproduced
     for rel in (
         "data/prepared/train.npz",
@@ -104,11 +119,21 @@ def test_repro_builds_every_output(small_repo: Path, reproduced: str) -> None:
         "reports/eval/metrics.json",
         "reports/eval/confusion.csv",
         "reports/eval/classification_report.txt",
+        "reports/explain/partition-telea/correct.png",
+        "reports/explain/permutation-telea/wrong.png",
+        "reports/explain/permutation-telea/values.npz",
+        "reports/explain/permutation-telea/samples.csv",
     ):
         assert (small_repo / rel).is_file(), rel
     metrics = json.loads((small_repo / "reports/eval/metrics.json").read_text())
     assert 0.5 < metrics["accuracy"] <= 1.0  # one epoch on 2k real images
     assert len((small_repo / "reports/eval/confusion.csv").read_text().splitlines()) == 1001
+    assert "Running stage 'explain@partition-blur'" not in reproduced  # only the listed variants
+    explain_metrics = json.loads(
+        (small_repo / "reports/explain/partition-telea/metrics.json").read_text()
+    )
+    assert explain_metrics["additivity_max_error"] < 1e-4
+    assert explain_metrics["evals_per_image"] == 100
 
 
 @pytest.mark.slow
@@ -128,10 +153,12 @@ def test_metrics_and_plots_commands_work(
     files = shown[""]["data"]
     assert "accuracy" in files["reports/eval/metrics.json"]["data"]
     assert "val_accuracy" in files["reports/train/metrics.json"]["data"]
+    assert "additivity_max_error" in files["reports/explain/permutation-telea/metrics.json"]["data"]
     out = run(["dvc", "plots", "show", "-o", "plots_html"], small_repo, repo_env)
     assert (small_repo / "plots_html" / "index.html").is_file(), out
     html = (small_repo / "plots_html" / "index.html").read_text()
     assert "Confusion matrix" in html and "Training curves" in html
+    assert "reports/explain/partition-telea/correct.png" in html
 
 
 @pytest.mark.slow
@@ -139,6 +166,17 @@ def test_forced_rerun_gives_identical_hashes(
     small_repo: Path, repo_env: dict[str, str], reproduced: str
 ) -> None:
     before = lock_hashes(small_repo)
+    values = (small_repo / "reports/explain/permutation-telea/values.npz").read_bytes()
     run(["dvc", "repro", "-f"], small_repo, repo_env)
-    assert lock_hashes(small_repo) == before
-    assert {"data/prepared/train.npz", "models/model.npz"} <= set(before)
+    after = lock_hashes(small_repo)
+    # Timing is the one output that differs by nature; it lives in its own files.
+    timing = {path for path in before if path.endswith("timing.json")}
+    assert {p: h for p, h in after.items() if p not in timing} == {
+        p: h for p, h in before.items() if p not in timing
+    }
+    assert {
+        "data/prepared/train.npz",
+        "models/model.npz",
+        "reports/explain/permutation-telea/values.npz",
+    } <= set(before)
+    assert (small_repo / "reports/explain/permutation-telea/values.npz").read_bytes() == values

@@ -12,6 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 # A fixed timestamp for zip members, so that the same arrays give the same file bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -26,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs are not
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -39,6 +47,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -234,6 +234,13 @@ def image_plot_png(
     figure.suptitle(title)
     buffer = io.BytesIO()
     # No Software/date metadata: the same figure gives the same bytes.
-    figure.savefig(buffer, format="png", dpi=60, metadata={"Software": None})
+    figure.savefig(
+        buffer,
+        format="png",
+        dpi=60,
+        bbox_inches="tight",
+        pad_inches=0.1,
+        metadata={"Software": None},
+    )
     plt.close(figure)
     return buffer.getvalue()

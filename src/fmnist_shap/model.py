@@ -86,20 +86,33 @@ def make_forward(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jax.Array], jax
     return forward
 
 
+def padded_size(n: int, batch_size: int) -> int:
+    """The smallest power of two ≥ n (at least 8), capped at `batch_size`."""
+    size = 8
+    while size < n:
+        size *= 2
+    return min(size, batch_size)
+
+
 def batched_logits(
     forward: Callable[[nnx.State, jax.Array], jax.Array],
     state: nnx.State,
     pixels: np.ndarray,
     batch_size: int,
 ) -> np.ndarray:
-    """Logits for any number of images, in chunks padded to `batch_size` (one compile)."""
+    """Logits for any number of images, in chunks of at most `batch_size`.
+
+    Each chunk is zero-padded to a power of two (8, 16, …, batch_size), so the jitted forward
+    compiles a handful of shapes once instead of once per size shap happens to send, and a
+    call with 3 rows does not pay for `batch_size` rows.
+    """
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 4:  # shap's maskers work on (N, H, W, 1)
         pixels = pixels[..., 0]
     chunks = []
     for start in range(0, len(pixels), batch_size):
         chunk = pixels[start : start + batch_size]
-        padded = np.zeros((batch_size, *pixels.shape[1:]), np.float32)
+        padded = np.zeros((padded_size(len(chunk), batch_size), *pixels.shape[1:]), np.float32)
         padded[: len(chunk)] = chunk
         chunks.append(np.asarray(forward(state, padded))[: len(chunk)])
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
