@@ -51,13 +51,15 @@ def im2col_conv(
 class CNN(nnx.Module):
     """Conv(32, 3×3, SAME) → relu → Conv(16, 3×3, SAME) → relu → flatten → Dense(classes)."""
 
-    def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int] = (28, 28)):
-        self.conv1 = nnx.Conv(
-            1, 32, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs
-        )
-        self.conv2 = nnx.Conv(
-            32, 16, (3, 3), padding="SAME", conv_general_dilated=im2col_conv, rngs=rngs
-        )
+    def __init__(
+        self,
+        num_classes: int,
+        rngs: nnx.Rngs,
+        image_hw: tuple[int, int] = (28, 28),
+        conv: Callable[..., jax.Array] = im2col_conv,  # lax.conv_general_dilated: same math
+    ):
+        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", conv_general_dilated=conv, rngs=rngs)
+        self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", conv_general_dilated=conv, rngs=rngs)
         self.dense = nnx.Linear(image_hw[0] * image_hw[1] * 16, num_classes, rngs=rngs)
         self.num_classes = num_classes
         self.image_hw = tuple(image_hw)

@@ -40,11 +40,8 @@ def cross_entropy(logits_BC: jax.Array, labels_B: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits_BC, labels_B).mean()
 
 
-def make_train_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
-    """(weights, opt_state, images, labels, batch_indices_SB) → (weights, opt_state, losses_S).
-
-    The whole epoch is one compiled `lax.scan`: no Python and no host sync between steps.
-    """
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """The pure step: ((weights, opt_state), (pixels_BHW, labels_B)) → ((weights, opt_state), loss)."""
 
     def loss_fn(state: nnx.State, pixels_BHW: jax.Array, labels_B: jax.Array) -> jax.Array:
         return cross_entropy(nnx.merge(graphdef, state)(pixels_BHW), labels_B)
@@ -55,6 +52,16 @@ def make_train_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -
         loss, grads = jax.value_and_grad(loss_fn)(state, pixels_BHW, labels_B)
         updates, opt_state = tx.update(grads, opt_state, state)
         return (optax.apply_updates(state, updates), opt_state), loss
+
+    return train_step
+
+
+def make_train_epoch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """(weights, opt_state, images, labels, batch_indices_SB) → (weights, opt_state, losses_S).
+
+    The whole epoch is one compiled `lax.scan`: no Python and no host sync between steps.
+    """
+    train_step = make_train_step(graphdef, tx)
 
     @jax.jit
     def train_epoch(state, opt_state, images_NHW, labels_N, batch_indices_SB):

@@ -1,0 +1,206 @@
+"""Side-by-side benchmark: our training and SHAP against tutorial-style code, in one run.
+
+    python benchmarks/bench.py            # (or: make bench) about 5 minutes on 2 cores
+
+Prints the machine's float32 matmul peak measured in this run, the training step's FLOPs from
+XLA's cost analysis, images/s and fraction of peak for both training loops, SHAP seconds per
+image (cold start and steady state) for both predict functions, and the ratios.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from fmnist_shap.data import load_raw
+from fmnist_shap.model import CNN, init_model
+from fmnist_shap.params import TrainParams
+from fmnist_shap.train import epoch_batches, make_optimizer, make_train_epoch, make_train_step
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """Best of several timed runs of a jitted n×n float32 matmul."""
+    a = jnp.ones((n, n), jnp.float32)
+    matmul = jax.jit(lambda x: x @ x)
+    matmul(a).block_until_ready()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def step_flops(model: CNN, params: TrainParams, images: jax.Array, labels: jax.Array) -> float:
+    """FLOPs of one training step, from XLA's cost analysis of the compiled step."""
+    graphdef, state = nnx.split(model)
+    tx = make_optimizer(params, 100)
+    step = jax.jit(make_train_step(graphdef, tx))
+    batch = (images[: params.batch_size], labels[: params.batch_size])
+    compiled = step.lower((state, tx.init(state)), batch).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis["flops"])
+
+
+def ours_images_per_s(
+    params: TrainParams, images: jax.Array, labels: jax.Array, steps: int
+) -> float:
+    """Our loop: one jitted lax.scan over `steps` batches (compiled first, then timed)."""
+    model = init_model(0)
+    graphdef, state = nnx.split(model)
+    tx = make_optimizer(params, steps)
+    opt_state = tx.init(state)
+    train_epoch = make_train_epoch(graphdef, tx)
+    batches = epoch_batches(np.random.default_rng(0), len(images), params.batch_size)[:steps]
+    state, opt_state, losses = train_epoch(state, opt_state, images, labels, batches)  # compile
+    losses.block_until_ready()
+    start = time.perf_counter()
+    state, opt_state, losses = train_epoch(state, opt_state, images, labels, batches)
+    losses.block_until_ready()
+    return steps * params.batch_size / (time.perf_counter() - start)
+
+
+def tutorial_images_per_s(
+    params: TrainParams, images: np.ndarray, labels: np.ndarray, steps: int
+) -> float:
+    """The tutorial's loop: unjitted value_and_grad per batch, optax update outside jit, same model."""
+    model = init_model(0)
+    graphdef, state = nnx.split(model)
+    tx = optax.adam(params.lr)
+    opt_state = tx.init(state)
+    x = jnp.asarray(images, jnp.float32) / 255.0 * 255.0  # the tutorial converts to float arrays
+
+    def loss_fn(state, xb, yb):
+        logits = nnx.merge(graphdef, state)(xb)
+        return optax.softmax_cross_entropy(logits, jax.nn.one_hot(yb, 10)).mean()
+
+    def one(i: int):
+        nonlocal state, opt_state
+        sl = slice(i * params.batch_size, (i + 1) * params.batch_size)
+        loss, grads = jax.value_and_grad(loss_fn)(state, x[sl], labels[sl])
+        updates, opt_state = tx.update(grads, opt_state)
+        state = optax.apply_updates(state, updates)
+        return loss
+
+    one(0).block_until_ready()  # warm the op caches
+    start = time.perf_counter()
+    for i in range(steps):
+        loss = one(i)
+    loss.block_until_ready()
+    return steps * params.batch_size / (time.perf_counter() - start)
+
+
+SHAP_CHILD = r"""
+import json, sys, time
+import numpy as np
+from fmnist_shap.data import load_raw
+from fmnist_shap.explain import explain
+from fmnist_shap.model import init_model, load_model, make_predict_fn
+sys.path.insert(0, sys.argv[6])
+from bench import tutorial_model
+from fmnist_shap.params import ExplainParams
+style, explainer, n, model_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+model = load_model(model_path) if model_path != "-" else init_model(0)
+_, test = load_raw(sys.argv[5])
+images = test.images_NHW[:n + 1]
+params = ExplainParams(batch_size=512 if style == "ours" else 10)
+if style == "ours":
+    predict = make_predict_fn(model, params.batch_size)
+else:  # tutorial style: the model called eagerly (unjitted), numpy out
+    twin = tutorial_model(model)
+    predict = lambda x: np.asarray(twin(np.asarray(x, np.float32)[..., 0]))
+t = time.perf_counter(); explain(predict, images[:1], explainer, "blur", params); cold = time.perf_counter() - t
+result = explain(predict, images[1:], explainer, "blur", params)
+print(json.dumps({"cold": cold, "steady": result.seconds_per_image,
+                  "values": result.values_NHWK[:2].tolist()}))
+"""
+
+
+def shap_seconds(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> dict:
+    """Run one SHAP measurement in a fresh process, so cold start includes every compile."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SHAP_CHILD,
+            style,
+            explainer,
+            str(n),
+            model_path,
+            raw_dir,
+            str(Path(__file__).parent),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40, help="training steps timed per loop")
+    parser.add_argument("--shap-images", type=int, default=64)
+    parser.add_argument("--raw", default=str(REPO / "data" / "raw"))
+    parser.add_argument("--model", default=str(REPO / "models" / "model.npz"))
+    args = parser.parse_args()
+    model_path = args.model if Path(args.model).is_file() else "-"
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+    )
+    peak = matmul_peak_gflops()
+    print(f"matmul peak (2048² float32, this run): {peak:.1f} GFLOP/s")
+
+    params = TrainParams()
+    train, _ = load_raw(args.raw)
+    images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
+    flops = step_flops(init_model(0), params, images, labels)
+    per_image = flops / params.batch_size
+    print(
+        f"training step (batch {params.batch_size}): {flops / 1e9:.2f} GFLOP "
+        f"(XLA cost analysis), {per_image / 1e6:.1f} MFLOP per image"
+    )
+
+    ours = ours_images_per_s(params, images, labels, args.steps)
+    tutorial = tutorial_images_per_s(params, train.images_NHW, train.labels_N, args.steps)
+    for name, rate in (
+        ("ours (jitted lax.scan epoch)", ours),
+        ("tutorial-style (unjitted)", tutorial),
+    ):
+        print(
+            f"train {name:30s} {rate:8.0f} images/s  {rate * per_image / 1e9:6.1f} GFLOP/s  "
+            f"{rate * per_image / 1e9 / peak:6.1%} of peak  "
+            f"{len(train.labels_N) * (1 - 5000 / 60000) / rate:5.1f} s/epoch"
+        )
+    print(f"train speed-up ours / tutorial-style: {ours / tutorial:.2f}x")
+
+    for explainer in ("partition", "permutation"):
+        ours_shap = shap_seconds("ours", explainer, args.shap_images, model_path, args.raw)
+        tut_shap = shap_seconds("tutorial", explainer, args.shap_images, model_path, args.raw)
+        same = np.allclose(ours_shap["values"], tut_shap["values"], atol=1e-4)
+        evals = 500 if explainer == "partition" else 1600
+        print(
+            f"shap {explainer} blur ({evals} evals, {args.shap_images} images): "
+            f"ours {ours_shap['steady']:.3f} s/image steady, {ours_shap['cold']:.1f} s cold first image; "
+            f"tutorial-style {tut_shap['steady']:.3f} s/image steady, {tut_shap['cold']:.1f} s cold; "
+            f"speed-up {tut_shap['steady'] / ours_shap['steady']:.2f}x; values equal: {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()
