@@ -148,3 +148,26 @@ def test_plot_png_is_byte_stable(
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and first == second
     assert b"Software" not in first
     assert len(first) < 150_000
+
+
+def test_fast_predict_gives_the_slow_paths_values(small_train: Split, images: np.ndarray) -> None:
+    """Padded, jitted batches change the speed, not the explanation: compare with an eager model."""
+    from fmnist_shap.model import init_model
+
+    model = init_model(2)
+    fast = make_predict_fn(model, batch_size=256)
+
+    def slow(
+        pixels: np.ndarray,
+    ) -> np.ndarray:  # tutorial style: unjitted, whatever batch shap sends
+        return np.asarray(
+            model(np.asarray(pixels, np.float32)[..., 0] if np.ndim(pixels) == 4 else pixels)
+        )
+
+    slow_params = ExplainParams(**{**FAST.__dict__, "batch_size": 10})
+    for explainer in ("partition", "permutation"):
+        a = explain(fast, images, explainer, "blur", FAST)
+        b = explain(slow, images, explainer, "blur", slow_params)
+        assert np.array_equal(a.classes_NK, b.classes_NK)
+        assert np.allclose(a.values_NHWK, b.values_NHWK, atol=1e-5)
+        assert np.allclose(a.base_values_NK, b.base_values_NK, atol=1e-5)

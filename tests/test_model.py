@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.model import im2col_conv, init_model, load_model, make_predict_fn, save_model
+from fmnist_shap.model import init_model, load_model, make_predict_fn, save_model
 from tests.conftest import pixels
 
 
@@ -23,17 +23,6 @@ def test_predict_accepts_any_batch_and_a_channel_axis() -> None:
     full = predict(images)
     assert np.allclose(predict(images[:1]), full[:1], atol=1e-5)
     assert np.allclose(predict(images[..., None].astype(np.float64)), full, atol=1e-5)
-
-
-def test_im2col_conv_matches_xla_convolution() -> None:
-    key_x, key_w = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (3, 28, 28, 32))
-    w = jax.random.normal(key_w, (3, 3, 32, 16))
-    reference = jax.lax.conv_general_dilated(
-        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    assert jnp.allclose(im2col_conv(x, w, (1, 1), "SAME"), reference, atol=1e-4)
-    assert jnp.allclose(im2col_conv(x, w, (1, 1), [(1, 1), (1, 1)]), reference, atol=1e-4)
 
 
 def test_seed_fixes_initial_weights() -> None:

@@ -8,15 +8,19 @@ from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.model import init_model
 from fmnist_shap.params import TrainParams
-from fmnist_shap.train import epoch_batches, fit, make_optimizer, make_train_epoch
+from fmnist_shap.train import epoch_batches, fit, make_optimizer, make_train_batch, run_epoch
 
 
 def _one_epoch(model, split: Split, batches: np.ndarray, params: TrainParams):
     tx = make_optimizer(params, len(batches))
     graphdef, state = nnx.split(model)
-    train_epoch = make_train_epoch(graphdef, tx)
+    before = jax.tree.map(jnp.copy, state)  # the step donates its input buffers
+    train_batch = make_train_batch(graphdef, tx)
     images, labels = jnp.asarray(split.images_NHW), jnp.asarray(split.labels_N, jnp.int32)
-    return state, train_epoch(state, tx.init(state), images, labels, batches)
+    (after, opt_state), losses = run_epoch(
+        train_batch, (state, tx.init(state)), images, labels, batches
+    )
+    return before, (after, opt_state, losses)
 
 
 def test_one_step_changes_every_parameter(small_train: Split) -> None:

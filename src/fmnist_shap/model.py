@@ -1,7 +1,7 @@
 """The tutorial's CNN in Flax NNX, its input path, a fixed-batch predictor, and save/load."""
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -13,53 +13,12 @@ from fmnist_shap.artifacts import load_npz, save_npz
 from fmnist_shap.errors import UserError
 
 
-def im2col_conv(
-    lhs_NHWC: jax.Array,
-    rhs_HWIO: jax.Array,
-    window_strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: object = None,
-    feature_group_count: int = 1,
-    precision: object = None,
-    **unused: object,
-) -> jax.Array:
-    """A stride-1 convolution written as one matmul over image patches (im2col).
-
-    The same linear map as `lax.conv_general_dilated`; on XLA:CPU a convolution inside the
-    `lax.scan` training loop runs tens of times slower than this matmul form.
-    """
-    assert tuple(window_strides) == (1, 1) and feature_group_count == 1
-    assert all(d == 1 for d in (lhs_dilation or (1, 1))) and all(
-        d == 1 for d in (rhs_dilation or (1, 1))
-    )
-    kh, kw, c_in, c_out = rhs_HWIO.shape
-    n, h, w, _ = lhs_NHWC.shape
-    if isinstance(padding, str):  # stride 1: SAME pads k - 1 in total, the extra one after
-        padding = [((k - 1) // 2, k // 2) if padding == "SAME" else (0, 0) for k in (kh, kw)]
-    (top, bottom), (left, right) = padding
-    padded = jnp.pad(lhs_NHWC, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    h_out, w_out = h + top + bottom - kh + 1, w + left + right - kw + 1
-    patches = jnp.concatenate(
-        [padded[:, i : i + h_out, j : j + w_out, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
-    out = patches.reshape(-1, kh * kw * c_in) @ rhs_HWIO.reshape(kh * kw * c_in, c_out)
-    return out.reshape(n, h_out, w_out, c_out)
-
-
 class CNN(nnx.Module):
     """Conv(32, 3×3, SAME) → relu → Conv(16, 3×3, SAME) → relu → flatten → Dense(classes)."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        rngs: nnx.Rngs,
-        image_hw: tuple[int, int] = (28, 28),
-        conv: Callable[..., jax.Array] = im2col_conv,  # lax.conv_general_dilated: same math
-    ):
-        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", conv_general_dilated=conv, rngs=rngs)
-        self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", conv_general_dilated=conv, rngs=rngs)
+    def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int] = (28, 28)):
+        self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", rngs=rngs)
         self.dense = nnx.Linear(image_hw[0] * image_hw[1] * 16, num_classes, rngs=rngs)
         self.num_classes = num_classes
         self.image_hw = tuple(image_hw)
