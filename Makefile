@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup system data lint bench clean-venv
+.PHONY: repro test setup system data lint bench report clean-venv
 
 repro: setup data
 	dvc repro
@@ -36,6 +36,11 @@ data: setup
 # Side-by-side speed of our training and SHAP against tutorial-style code (about 5 minutes).
 bench: setup data
 	$(BIN)/python benchmarks/bench.py
+
+# reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
+BASE ?= main
+report: setup
+	$(BIN)/python -m fmnist_shap.report --base $(BASE)
 
 lint: setup
 	$(BIN)/ruff check .
