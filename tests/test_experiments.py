@@ -41,9 +41,9 @@ def repo(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str,
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env["PYTHONPATH"] = str(repo / "src")  # the copy's library (experiments run in temp copies too)
     run(["git", "init", "-q", "-b", "main"], repo, env)
-    run(
-        ["dvc", "commit", "--force", "--quiet", "data/raw.dvc"], repo, env
-    )  # raw data into the cache
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "copy"], repo, env)  # dvclive wants a commit to log against
+    run(["dvc", "commit", "--force", "--quiet", "data/raw.dvc"], repo, env)  # raw data into cache
     run(["dvc", "repro", "--quiet"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "baseline"], repo, env)
