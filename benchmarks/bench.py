@@ -172,7 +172,7 @@ params = ExplainParams(batch_size=512 if style == "ours" else 10)
 if style == "ours":
     predict = make_predict_fn(model, params.batch_size)
 else:  # tutorial style: the model called eagerly (unjitted), numpy out
-    predict = lambda x: np.asarray(model(np.asarray(x, np.float32)[..., 0]))
+    predict = lambda x: np.asarray(model(np.asarray(x, np.float32).reshape(len(x), 28, 28)))
 t = time.perf_counter(); explain(predict, images[:1], explainer, "blur", params); cold = time.perf_counter() - t
 result = explain(predict, images[1:], explainer, "blur", params)
 print(json.dumps({"cold": cold, "steady": result.seconds_per_image,
