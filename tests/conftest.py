@@ -45,12 +45,25 @@ def small_val(raw_splits: tuple[Split, Split]) -> Split:
     return Split(train.images_NHW[-256:], train.labels_N[-256:])
 
 
-@pytest.fixture
-def venv_env() -> dict[str, str]:
-    """The environment for subprocesses: this interpreter's bin first on PATH."""
+def subprocess_env(library: Path) -> dict[str, str]:
+    """The environment for git, dvc and stage subprocesses of a copied repository.
+
+    This interpreter's bin first on PATH, the copy's library on PYTHONPATH, a git identity,
+    and none of the variables by which an outer git or DVC run would leak in.
+    """
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.pop("DVC_EXP_NAME", None)
+    env["PYTHONPATH"] = str(library)
+    for key in ("DVC_EXP_NAME", "DVC_ROOT", "GIT_DIR", "GIT_WORK_TREE"):
+        env.pop(key, None)
+    identity = {"NAME": "test", "EMAIL": "test@example.invalid"}
+    env.update(
+        {
+            f"GIT_{who}_{key}": value
+            for who in ("AUTHOR", "COMMITTER")
+            for key, value in identity.items()
+        }
+    )
     return env
 
 

@@ -7,39 +7,24 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import subprocess_env
 from tests.test_pipeline import SMALL_PARAMS, copy_repository, lock_hashes, run
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    import os
-    import sys
-
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for key in ("DVC_EXP_NAME", "DVC_ROOT", "GIT_DIR", "GIT_WORK_TREE", "PYTHONPATH"):
-        env.pop(key, None)
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@e",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@e",
-    )
-    return env
-
-
-@pytest.fixture(scope="module")
-def repo(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
+def repo_and_env(
+    raw_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str]]:
     """A small-params copy of the project, reproduced and committed as `main`."""
     repo = tmp_path_factory.mktemp("exp") / "project"
     repo.mkdir()
+    env = subprocess_env(repo / "src")
     copy_repository(repo, raw_dir)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in SMALL_PARAMS.items():
         params[section].update(values)
     params["explain"]["explainers"] = ["partition"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env["PYTHONPATH"] = str(repo / "src")  # the copy's library (experiments run in temp copies too)
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "copy"], repo, env)  # dvclive wants a commit to log against
@@ -47,7 +32,17 @@ def repo(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory, env: dict[str,
     run(["dvc", "repro", "--quiet"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-q", "-m", "baseline"], repo, env)
-    return repo
+    return repo, env
+
+
+@pytest.fixture(scope="module")
+def repo(repo_and_env: tuple[Path, dict[str, str]]) -> Path:
+    return repo_and_env[0]
+
+
+@pytest.fixture(scope="module")
+def env(repo_and_env: tuple[Path, dict[str, str]]) -> dict[str, str]:
+    return repo_and_env[1]
 
 
 def _back_to_head(repo: Path, env: dict[str, str]) -> None:

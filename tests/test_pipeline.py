@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 
 SMALL_PARAMS = {
     "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
@@ -74,21 +74,7 @@ def small_repo(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def repo_env(small_repo: Path) -> dict[str, str]:
-    import os
-    import sys
-
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(small_repo / "src")  # the copy's library, not the installed one
-    for key in ("DVC_EXP_NAME", "DVC_ROOT", "GIT_DIR", "GIT_WORK_TREE"):
-        env.pop(key, None)
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@e",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@e",
-    )
-    return env
+    return subprocess_env(small_repo / "src")  # the copy's library, not the installed one
 
 
 @pytest.fixture(scope="module")
