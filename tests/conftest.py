@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from fmnist_shap.data import DEFAULT_MIRROR, Split, fetch_raw, load_raw
+from fmnist_shap.model import init_model
+from fmnist_shap.params import TrainParams
+from fmnist_shap.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +46,14 @@ def small_val(raw_splits: tuple[Split, Split]) -> Split:
     """256 real training images not in `small_train`."""
     train, _ = raw_splits
     return Split(train.images_NHW[-256:], train.labels_N[-256:])
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_train: Split, small_val: Split):
+    """A CNN trained for one epoch on 1024 real images: confident enough to have structure."""
+    model = init_model(0)
+    fit(model, small_train, small_val, TrainParams(lr=3e-3, epochs=1, batch_size=64))
+    return model
 
 
 def subprocess_env(library: Path) -> dict[str, str]:

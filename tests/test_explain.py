@@ -16,21 +16,12 @@ from fmnist_shap.explain import (
     select_samples,
     top_classes,
 )
-from fmnist_shap.model import init_model, make_predict_fn
-from fmnist_shap.params import MASKERS, ExplainParams, TrainParams
-from fmnist_shap.train import fit
+from fmnist_shap.model import make_predict_fn
+from fmnist_shap.params import MASKERS, ExplainParams
 
 FAST = ExplainParams(
     samples_per_set=1, top_k=3, partition_max_evals=100, permutation_max_evals=1569, batch_size=256
 )
-
-
-@pytest.fixture(scope="module")
-def trained_model(small_train: Split, small_val: Split):
-    """A CNN trained for one epoch on 1024 real images: confident enough to have structure."""
-    model = init_model(0)
-    fit(model, small_train, small_val, TrainParams(lr=3e-3, epochs=1, batch_size=64))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +176,14 @@ def test_fast_predict_gives_the_slow_paths_values(
         )
         if explainer == "permutation":
             assert np.allclose(fast_result.values_NHWK, slow_result.values_NHWK, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("explainer", ["partition", "permutation"])
+def test_given_classes_are_the_ones_explained(predict, images: np.ndarray, explainer: str) -> None:
+    """The randomization check explains another model's view of the trained model's top-1."""
+    classes = np.array([[7], [3]])
+    result = explain(predict, images, explainer, "blur", FAST, classes)
+    assert result.values_NHWK.shape == (2, 28, 28, 1)
+    explained = np.take_along_axis(predict(images), classes, axis=-1)
+    total = result.values_NHWK.sum(axis=(1, 2)) + result.base_values_NK
+    assert np.allclose(total, explained, atol=1e-4)

@@ -13,14 +13,17 @@ from tests.conftest import REPO, subprocess_env
 SMALL_PARAMS = {
     "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
     "train": {"epochs": 1, "batch_size": 100},
-    # Two of the six variants keep the test short; the default builds all of them.
+    # Three of the eight variants keep the test short; the default builds all of them.
     "explain": {
         "explainers": ["partition", "permutation"],
         "maskers": ["telea"],
+        "gradient_explainers": ["integrated_gradients"],
         "samples_per_set": 1,
         "top_k": 3,
         "partition_max_evals": 100,
         "permutation_max_evals": 1569,
+        "integrated_gradients_samples": 32,
+        "faithfulness_steps": 16,
     },
 }
 
@@ -93,6 +96,8 @@ def test_repro_builds_every_output(small_repo: Path, reproduced: str) -> None:
         "evaluate",
         "explain@partition-telea",
         "explain@permutation-telea",
+        "explain-gradients@integrated_gradients",
+        "summarize",
     ):
         assert f"Running stage '{stage}'" in reproduced
     for rel in (
@@ -109,12 +114,17 @@ def test_repro_builds_every_output(small_repo: Path, reproduced: str) -> None:
         "reports/explain/permutation-telea/wrong.png",
         "reports/explain/permutation-telea/values.npz",
         "reports/explain/permutation-telea/samples.csv",
+        "reports/explain/integrated_gradients/curves.csv",
+        "reports/faithfulness/summary.md",
+        "reports/faithfulness/bars.csv",
+        "reports/faithfulness/deletion.csv",
     ):
         assert (small_repo / rel).is_file(), rel
     metrics = json.loads((small_repo / "reports/eval/metrics.json").read_text())
     assert 0.5 < metrics["accuracy"] <= 1.0  # one epoch on 2k real images
     assert len((small_repo / "reports/eval/confusion.csv").read_text().splitlines()) == 1001
     assert "Running stage 'explain@partition-blur'" not in reproduced  # only the listed variants
+    assert "expected_gradients" not in reproduced
     explain_metrics = json.loads(
         (small_repo / "reports/explain/partition-telea/metrics.json").read_text()
     )
@@ -139,11 +149,22 @@ def test_metrics_and_plots_commands_work(
     files = shown[""]["data"]
     assert "accuracy" in files["reports/eval/metrics.json"]["data"]
     assert "val_accuracy" in files["reports/train/metrics.json"]["data"]
-    assert "additivity_max_error" in files["reports/explain/permutation-telea/metrics.json"]["data"]
+    for variant in ("permutation-telea", "integrated_gradients"):
+        explain_metrics = files[f"reports/explain/{variant}/metrics.json"]["data"]
+        for key in (
+            "additivity_max_error",
+            "deletion_auc",
+            "insertion_auc",
+            "deletion_auc_random",
+            "insertion_auc_random",
+            "randomization_spearman",
+        ):
+            assert key in explain_metrics, (variant, key)
     out = run(["dvc", "plots", "show", "-o", "plots_html"], small_repo, repo_env)
     assert (small_repo / "plots_html" / "index.html").is_file(), out
     html = (small_repo / "plots_html" / "index.html").read_text()
     assert "Confusion matrix" in html and "Training curves" in html
+    assert "Deletion AUC per variant" in html and "Insertion curves" in html
     assert "reports/explain/partition-telea/correct.png" in html
 
 

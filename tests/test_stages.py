@@ -7,12 +7,25 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import evaluate, prepare, train
+from fmnist_shap.errors import UserError, run_cli
+from stages import evaluate, explain, prepare, summarize, train
 
 SMALL = {
     "prepare": {"val_size": 300, "seed": 0, "train_subset": 600, "test_subset": 200},
     "train": {"lr": 0.003, "lr_schedule": "cosine", "epochs": 2, "batch_size": 100, "seed": 0},
+    "explain": {
+        "explainers": ["partition"],
+        "maskers": ["blur"],
+        "gradient_explainers": ["integrated_gradients", "expected_gradients"],
+        "samples_per_set": 1,
+        "top_k": 2,
+        "partition_max_evals": 50,
+        "integrated_gradients_samples": 16,
+        "expected_gradients_samples": 16,
+        "faithfulness_steps": 8,
+    },
 }
+VARIANTS = ("partition-blur", "integrated_gradients", "expected_gradients")
 
 
 def _params(tmp_path: Path, **overrides: dict) -> Path:
@@ -88,8 +101,6 @@ def test_evaluate_writes_flat_metrics_and_confusion(pipeline_outputs: Path) -> N
 def test_bad_params_stop_train_before_any_output(
     pipeline_outputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from fmnist_shap.errors import run_cli
-
     params = str(_params(tmp_path, train={"epochs": 0}))
     prep = pipeline_outputs / "prepared"
     args = [
@@ -111,8 +122,6 @@ def test_bad_params_stop_train_before_any_output(
 def test_batch_too_large_leaves_previous_outputs_untouched(
     pipeline_outputs: Path, tmp_path: Path
 ) -> None:
-    from fmnist_shap.errors import UserError
-
     prep = pipeline_outputs / "prepared"
     log_dir = tmp_path / "log"
     log_dir.mkdir()
@@ -135,10 +144,110 @@ def test_batch_too_large_leaves_previous_outputs_untouched(
 
 
 def test_prepare_on_missing_data(tmp_path: Path) -> None:
-    from fmnist_shap.errors import UserError
-
     with pytest.raises(UserError, match="data directory missing"):
         prepare.main(
             [str(tmp_path / "raw"), str(tmp_path / "out"), "--params", str(_params(tmp_path))]
         )
+    assert not (tmp_path / "out").exists()
+
+
+def _explain_args(work: Path, variant: str, out: Path, params: Path) -> list[str]:
+    prep = work / "prepared"
+    explainer, _, masker = variant.partition("-")
+    options = ["--masker", masker] if masker else ["--background", str(prep / "train.npz")]
+    return [
+        explainer,
+        *options,
+        str(prep / "test.npz"),
+        str(prep / "classes.json"),
+        str(work / "model.npz"),
+        str(out),
+        "--params",
+        str(params),
+    ]
+
+
+@pytest.fixture(scope="module")
+def explained(pipeline_outputs: Path) -> Path:
+    """explain for three variants (shap and both gradient explainers), then summarize."""
+    params = _params(pipeline_outputs)
+    for variant in VARIANTS:
+        out = pipeline_outputs / "explain" / variant
+        explain.main(_explain_args(pipeline_outputs, variant, out, params))
+    summary = pipeline_outputs / "faithfulness"
+    summarize.main([str(pipeline_outputs / "explain"), str(summary), "--params", str(params)])
+    return pipeline_outputs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_explain_writes_values_plots_and_quality_metrics(explained: Path, variant: str) -> None:
+    out = explained / "explain" / variant
+    assert sorted(p.name for p in out.iterdir()) == [
+        "correct.png",
+        "curves.csv",
+        "metrics.json",
+        "samples.csv",
+        "timing.json",
+        "values.npz",
+        "wrong.png",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
+    assert -1.0 <= metrics["randomization_spearman"] <= 1.0
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert curves[0] == "fraction,deletion,insertion,deletion_random,insertion_random"
+    assert len(curves) == 1 + 9  # faithfulness_steps + 1 points
+    values = np.load(out / "values.npz", allow_pickle=False)
+    assert values["values"].shape == (2, 28, 28, 2)
+
+
+def test_random_baseline_is_shared_by_all_variants(explained: Path) -> None:
+    randoms = {
+        json.loads((explained / "explain" / v / "metrics.json").read_text())["deletion_auc_random"]
+        for v in VARIANTS
+    }
+    assert len(randoms) == 1
+
+
+def test_summary_ranks_every_variant(explained: Path) -> None:
+    out = explained / "faithfulness"
+    table = (out / "summary.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 3"]
+    assert {row.split(" | ")[1] for row in rows} == set(VARIANTS)
+    scores = [float(row.split(" | ")[8]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    bars = (out / "bars.csv").read_text().splitlines()
+    assert bars[0] == "variant,deletion_auc,insertion_auc" and bars[-1].startswith("random,")
+    deletion = (out / "deletion.csv").read_text().splitlines()
+    # Curve columns keep params.yaml's order, so plots of two revisions line up.
+    assert deletion[0] == "fraction," + ",".join(VARIANTS) + ",random"
+    assert len(deletion) == 1 + 9
+
+
+@pytest.mark.parametrize(
+    ("variant", "drop", "message"),
+    [
+        ("partition-blur", "--masker", "partition needs --masker"),
+        ("partition-gauss", None, "unknown masker 'gauss'"),
+        ("expected_gradients", "--background", "expected_gradients needs --background"),
+    ],
+)
+def test_explain_refuses_bad_arguments_before_any_output(
+    explained: Path, tmp_path: Path, variant: str, drop: str | None, message: str
+) -> None:
+    args = _explain_args(explained, variant, tmp_path / "out", _params(tmp_path))
+    if drop:
+        i = args.index(drop)
+        del args[i : i + 2]
+    with pytest.raises(UserError, match=message):
+        explain.main(args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_summarize_refuses_a_missing_variant(explained: Path, tmp_path: Path) -> None:
+    params = _params(tmp_path, explain={"maskers": ["blur", "ns"]})
+    with pytest.raises(UserError, match="partition-ns: results missing .* run `dvc repro`"):
+        summarize.main([str(explained / "explain"), str(tmp_path / "out"), "--params", str(params)])
     assert not (tmp_path / "out").exists()

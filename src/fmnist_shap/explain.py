@@ -1,4 +1,5 @@
-"""SHAP explanations of the CNN: Partition or Permutation, with blur or inpaint image maskers.
+"""Explanations of the CNN: shap's Partition or Permutation with blur or inpaint image maskers,
+or our JAX Integrated / Expected Gradients (fmnist_shap.gradients).
 
 What is explained: the model's logits (pre-softmax scores), for its own top-k classes of each
 image. Logits make SHAP's efficiency identity exact and easy to check:
@@ -15,7 +16,15 @@ import shap
 
 from fmnist_shap.artifacts import save_npz
 from fmnist_shap.errors import UserError
-from fmnist_shap.params import MASKERS, ExplainParams, check_explainer, check_masker
+from fmnist_shap.gradients import expected_gradients, integrated_gradients
+from fmnist_shap.model import CNN, make_predict_fn
+from fmnist_shap.params import (
+    GRADIENT_EXPLAINERS,
+    MASKERS,
+    ExplainParams,
+    check_explainer,
+    check_masker,
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,10 @@ def explain(
     explainer_id: str,
     masker_id: str,
     params: ExplainParams,
+    classes_NK: np.ndarray | None = None,
 ) -> Explanations:
-    """Explain the top-k logits of each image with the chosen explainer and masker.
+    """Explain logits of each image with the chosen shap explainer and masker: the model's own
+    top-k classes, or the given `classes_NK`.
 
     Images reach the masker as raw 0-255 pixels: shap's inpaint maskers cast to uint8, so
     [0, 1] floats would all become 0. The model scales them itself, for every masker alike.
@@ -103,7 +114,8 @@ def explain(
         explainer = shap.PartitionExplainer(model, masker)
     else:
         explainer = shap.PermutationExplainer(model, masker)
-    classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
+    if classes_NK is None:
+        classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
     model.rows = 0
 
     values, base_values = [], []
@@ -144,6 +156,47 @@ def explain(
         classes_NK=classes_NK,
         evals_per_image=model.rows / n,
         seconds_per_image=seconds / n,
+    )
+
+
+def explain_gradients(
+    model: CNN,
+    images_NHW: np.ndarray,
+    explainer_id: str,
+    params: ExplainParams,
+    background_BHW: np.ndarray | None = None,
+    classes_NK: np.ndarray | None = None,
+) -> Explanations:
+    """Integrated or Expected Gradients of the top-k logits (or of `classes_NK`) of each image.
+
+    Expected Gradients draws its baselines from `background_BHW` (training images)."""
+    if explainer_id not in GRADIENT_EXPLAINERS:
+        raise UserError(
+            f"unknown gradient explainer {explainer_id!r}; use one of {', '.join(GRADIENT_EXPLAINERS)}"
+        )
+    if classes_NK is None:
+        logits = make_predict_fn(model, params.batch_size)(images_NHW)
+        classes_NK = top_classes(logits, params.top_k)
+    start = time.perf_counter()
+    if explainer_id == "integrated_gradients":
+        samples = params.integrated_gradients_samples
+        values, base_values = integrated_gradients(model, images_NHW, classes_NK, samples)
+        points = samples + 1
+    else:
+        if background_BHW is None or len(background_BHW) == 0:
+            raise UserError("expected_gradients needs background images: pass the training set")
+        samples = params.expected_gradients_samples
+        values, base_values = expected_gradients(
+            model, images_NHW, classes_NK, background_BHW, samples, params.seed
+        )
+        points = samples
+    seconds = time.perf_counter() - start
+    return Explanations(
+        values_NHWK=values.astype(np.float32),
+        base_values_NK=base_values.astype(np.float32),
+        classes_NK=classes_NK,
+        evals_per_image=float(points),
+        seconds_per_image=seconds / len(images_NHW),
     )
 
 

@@ -56,7 +56,9 @@ class TrainParams:
         _require(self.seed >= 0, "train.seed", "must be >= 0")
 
 
-EXPLAINERS = ("partition", "permutation")
+EXPLAINERS = ("partition", "permutation")  # shap's, with an image masker
+GRADIENT_EXPLAINERS = ("integrated_gradients", "expected_gradients")  # ours, in JAX
+SUBSTRATES = ("black", "blur")  # what deleted pixels become in the faithfulness curves
 MASKERS = {"blur": "blur(28,28)", "telea": "inpaint_telea", "ns": "inpaint_ns"}  # id → shap's name
 IMAGE_FEATURES = 28 * 28
 # Partition needs its two reference rows (all masked, none masked) and one split;
@@ -73,9 +75,15 @@ class ExplainParams:
     partition_max_evals: int = 500
     permutation_max_evals: int = 1600
     batch_size: int = 512  # rows per model call shap may send; the model pads to powers of two
-    seed: int = 0  # Permutation's random orderings
+    seed: int = 0  # Permutation's orderings, EG's draws, the random baseline's pixel orders
     explainers: tuple[str, ...] = EXPLAINERS  # the variants dvc.yaml builds (matrix)
     maskers: tuple[str, ...] = tuple(MASKERS)
+    gradient_explainers: tuple[str, ...] = GRADIENT_EXPLAINERS
+    integrated_gradients_samples: int = 256  # points on the path from the black image
+    expected_gradients_samples: int = 256  # (training image, α) draws per image
+    substrate: str = "black"  # deletion/insertion: what removed pixels become
+    faithfulness_steps: int = 49  # points on the deletion/insertion curves, after the first
+    random_weights_seed: int = 1  # the re-initialised model of the randomization check
 
     def __post_init__(self) -> None:
         _require(self.samples_per_set > 0, "explain.samples_per_set", "must be > 0, e.g. 4")
@@ -92,6 +100,27 @@ class ExplainParams:
             check_explainer(explainer)
         for masker in self.maskers:
             check_masker(masker)
+        for explainer in self.gradient_explainers:
+            _require(
+                explainer in GRADIENT_EXPLAINERS,
+                "explain.gradient_explainers",
+                f"has unknown explainer {explainer!r}; use one of {', '.join(GRADIENT_EXPLAINERS)}",
+            )
+        for explainer in GRADIENT_EXPLAINERS:
+            key = f"{explainer}_samples"
+            value = getattr(self, key)
+            _require(value >= 1, f"explain.{key}", f"is {value}; use a positive integer, e.g. 256")
+        _require(
+            self.substrate in SUBSTRATES,
+            "explain.substrate",
+            f"is {self.substrate!r}; use one of {', '.join(SUBSTRATES)}",
+        )
+        _require(
+            1 <= self.faithfulness_steps <= IMAGE_FEATURES,
+            "explain.faithfulness_steps",
+            f"is {self.faithfulness_steps}; use 1..{IMAGE_FEATURES}",
+        )
+        _require(self.random_weights_seed >= 0, "explain.random_weights_seed", "must be >= 0")
 
     def max_evals(self, explainer: str) -> int:
         return getattr(self, f"{explainer}_max_evals")

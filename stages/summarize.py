@@ -1,0 +1,32 @@
+"""DVC stage `summarize`: rank every explain variant by faithfulness; table, bars and curves."""
+
+import argparse
+from pathlib import Path
+
+from fmnist_shap.artifacts import write_text
+from fmnist_shap.errors import run_cli
+from fmnist_shap.params import ExplainParams, load_params
+from fmnist_shap.summary import bars_csv, curves_csv, load_results, ranked, summary_markdown
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("explain_dir", help="reports/explain, one folder per variant")
+    parser.add_argument("out_dir", help="summary.md, bars.csv, deletion.csv, insertion.csv")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params, "explain", ExplainParams)
+    results = load_results(args.explain_dir, params)
+
+    out = Path(args.out_dir)
+    write_text(out / "summary.md", summary_markdown(results, params))
+    write_text(out / "bars.csv", bars_csv(results))
+    for curve in ("deletion", "insertion"):
+        write_text(out / f"{curve}.csv", curves_csv(results, curve))
+    best = ranked(results)[0]
+    print(f"summarize: {len(results)} variants; most faithful {best.name} ({best.score:.3f})")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,103 @@
+"""Integrated and Expected Gradients in JAX: completeness, baselines, seeds, the shared outputs."""
+
+import numpy as np
+import pytest
+
+from fmnist_shap.data import Split
+from fmnist_shap.errors import UserError
+from fmnist_shap.explain import Samples, additivity_error, explain_gradients, image_plot_png
+from fmnist_shap.gradients import expected_gradients, integrated_gradients
+from fmnist_shap.model import make_predict_fn
+from fmnist_shap.params import ExplainParams
+
+
+@pytest.fixture(scope="module")
+def predict(trained_model):
+    return make_predict_fn(trained_model, 256)
+
+
+@pytest.fixture(scope="module")
+def images(small_val: Split) -> np.ndarray:
+    return small_val.images_NHW[:3]
+
+
+def completeness_error(values_NHWK, base_NK, logits_NC, classes_NK) -> np.ndarray:
+    explained = np.take_along_axis(logits_NC, classes_NK, axis=-1)
+    return np.abs(values_NHWK.sum(axis=(1, 2)) + base_NK - explained)
+
+
+def test_integrated_gradients_completeness(trained_model, predict, images: np.ndarray) -> None:
+    logits = predict(images)
+    classes = np.argsort(-logits, axis=-1)[:, :3]
+    values, base = integrated_gradients(trained_model, images, classes, steps=256)
+    assert values.shape == (3, 28, 28, 3) and base.shape == (3, 3)
+    # The base value is the black image's logit of each class.
+    black = predict(np.zeros((1, 28, 28), np.float32))[0]
+    assert np.allclose(base, black[classes], atol=1e-5)
+    # Completeness: attributions sum to f(x) − f(black), up to the quadrature error.
+    difference = np.abs(np.take_along_axis(logits, classes, axis=-1) - base)
+    error = completeness_error(values, base, logits, classes)
+    assert np.all(error <= 0.02 * difference + 0.05), (error, difference)
+    # More path intervals, smaller error: the sum converges to the difference.
+    coarse_values, _ = integrated_gradients(trained_model, images, classes, steps=8)
+    assert error.mean() < completeness_error(coarse_values, base, logits, classes).mean()
+    # Black pixels are where the input equals the baseline: no attribution.
+    assert np.all(values[images == 0] == 0)
+
+
+def test_expected_gradients_seeded_and_complete_in_expectation(
+    trained_model, predict, images: np.ndarray, small_train: Split
+) -> None:
+    logits = predict(images)
+    classes = np.argsort(-logits, axis=-1)[:, :2]
+    background = small_train.images_NHW
+    a = expected_gradients(trained_model, images, classes, background, 64, seed=0)
+    b = expected_gradients(trained_model, images, classes, background, 64, seed=0)
+    c = expected_gradients(trained_model, images, classes, background, 64, seed=1)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    # One image's explanation does not depend on the others explained with it.
+    alone = expected_gradients(trained_model, images[:1], classes[:1], background, 64, seed=0)
+    assert np.allclose(alone[0][0], a[0][0], atol=1e-6)
+    few = completeness_error(
+        *expected_gradients(trained_model, images, classes, background, 4, seed=0), logits, classes
+    )
+    many = completeness_error(
+        *expected_gradients(trained_model, images, classes, background, 1024, seed=0),
+        logits,
+        classes,
+    )
+    assert many.mean() < few.mean()
+    assert many.mean() < 0.1 * np.abs(logits).max()
+
+
+def test_explain_gradients_gives_the_shared_explanation_format(
+    trained_model, predict, images: np.ndarray, small_train: Split, small_val: Split
+) -> None:
+    params = ExplainParams(top_k=3, integrated_gradients_samples=64, expected_gradients_samples=32)
+    logits = predict(images)
+    for name in ("integrated_gradients", "expected_gradients"):
+        result = explain_gradients(trained_model, images, name, params, small_train.images_NHW)
+        assert np.array_equal(result.classes_NK, np.argsort(-logits, axis=-1)[:, :3])
+        assert result.values_NHWK.dtype == np.float32 and np.isfinite(result.values_NHWK).all()
+        assert additivity_error(result, logits) < 0.5 * np.abs(logits).max()
+        chosen = explain_gradients(
+            trained_model, images, name, params, small_train.images_NHW, np.array([[4], [2], [0]])
+        )
+        assert chosen.classes_NK.tolist() == [[4], [2], [0]]
+    samples = Samples(np.arange(3), np.array([True, True, False]), small_val.labels_N[:3], logits)
+    png = image_plot_png(
+        result, samples, images, tuple(map(str, range(10))), np.arange(2), "gradients"
+    )
+    assert png[:4] == b"\x89PNG"
+
+
+def test_gradient_explainer_errors(trained_model, images: np.ndarray) -> None:
+    with pytest.raises(UserError, match="unknown gradient explainer 'smoothgrad'"):
+        explain_gradients(trained_model, images, "smoothgrad", ExplainParams())
+    with pytest.raises(UserError, match="expected_gradients needs background images"):
+        explain_gradients(trained_model, images, "expected_gradients", ExplainParams())
+    with pytest.raises(UserError, match="explain.integrated_gradients_samples is 0"):
+        ExplainParams(integrated_gradients_samples=0)
+    with pytest.raises(UserError, match="unknown explainer 'deep'"):
+        ExplainParams(gradient_explainers=("deep",))
