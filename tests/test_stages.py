@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from fmnist_shap.errors import UserError, run_cli
+from fmnist_shap.params import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS
 from stages import evaluate, explain, prepare, summarize, train
 
 SMALL = {
@@ -221,9 +222,14 @@ def test_summary_ranks_every_variant(explained: Path) -> None:
     bars = (out / "bars.csv").read_text().splitlines()
     assert bars[0] == "variant,deletion_auc,insertion_auc" and bars[-1].startswith("random,")
     deletion = (out / "deletion.csv").read_text().splitlines()
-    # Curve columns keep params.yaml's order, so plots of two revisions line up.
-    assert deletion[0] == "fraction," + ",".join(VARIANTS) + ",random"
+    # A column for every possible variant, so dvc.yaml's plot holds for any selection; the
+    # variants not built are empty.
+    header = deletion[0].split(",")
+    every = [f"{e}-{m}" for e in EXPLAINERS for m in MASKERS] + list(GRADIENT_EXPLAINERS)
+    assert header == ["fraction", *every, "random"]
     assert len(deletion) == 1 + 9
+    first = dict(zip(header, deletion[1].split(","), strict=True))
+    assert {k for k, v in first.items() if v} == {"fraction", *VARIANTS, "random"}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.params import MASKERS, ExplainParams
+from fmnist_shap.params import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS, ExplainParams
 
 METRICS = (
     "deletion_auc",
@@ -118,7 +118,9 @@ def bars_csv(results: list[VariantResult]) -> str:
 
 
 def curves_csv(results: list[VariantResult], curve: str) -> str:
-    """Wide table of one curve kind: fraction, one column per variant, and chance."""
+    """Wide table of one curve kind: fraction, a column for every possible variant (empty where
+    params.yaml does not build it, so dvc.yaml's plot definition holds for any selection), and
+    chance."""
     fraction = results[0].curves["fraction"]
     for result in results:
         if not np.array_equal(result.curves["fraction"], fraction):
@@ -127,13 +129,20 @@ def curves_csv(results: list[VariantResult], curve: str) -> str:
                 "run `dvc repro -f` on the explain stages"
             )
     chance = np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
-    columns = {"fraction": fraction} | {r.name: r.curves[curve] for r in results}
+    built = {r.name: r.curves[curve] for r in results}
+    every = [name for name, _, _ in variant_names(ALL_VARIANTS)]
+    columns = {"fraction": fraction} | {name: built.get(name) for name in every}
     columns["random"] = chance
     rows = [",".join(columns)]
     for i in range(len(fraction)):
-        rows.append(",".join(_number(values[i]) for values in columns.values()))
+        rows.append(",".join("" if v is None else _number(v[i]) for v in columns.values()))
     return "\n".join(rows) + "\n"
 
 
 def _number(value: float) -> str:
     return f"{value:.6f}" if math.isfinite(value) else "nan"
+
+
+ALL_VARIANTS = ExplainParams(
+    explainers=EXPLAINERS, maskers=tuple(MASKERS), gradient_explainers=GRADIENT_EXPLAINERS
+)
