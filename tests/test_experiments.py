@@ -97,6 +97,8 @@ def test_pr_report_shows_base_and_head(repo: Path, env: dict[str, str]) -> None:
     assert head_accuracy != base_accuracy
     run(["python", "-m", "fmnist_shap.report", "--base", "main"], repo, env)
     report = (repo / "reports/pr-report.md").read_text()
+    assert "## Explanation faithfulness" in report
+    assert "| partition-telea | " in report and " → " in report  # base and head AUCs
     assert "train.lr" in report and "0.008" in report  # the param change
     assert (
         f"{base_accuracy:.4f}".rstrip("0") in report

@@ -18,6 +18,7 @@ from fmnist_shap.faithfulness import (
 )
 from fmnist_shap.model import make_predict_fn
 from fmnist_shap.params import SUBSTRATES, ExplainParams
+from fmnist_shap.report import faithfulness_table
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +130,14 @@ def test_rank_correlation() -> None:
     assert randomization_spearman(maps, -maps) == pytest.approx(1.0)  # absolute values
     independent = np.random.default_rng(1).normal(size=maps.shape)
     assert abs(randomization_spearman(maps, independent)) < 0.1
+
+
+def test_pr_report_faithfulness_table() -> None:
+    base = b"variant,deletion_auc,insertion_auc\na,0.3000,0.6000\ngone,0.2,0.7\nrandom,0.5,0.5\n"
+    head = b"variant,deletion_auc,insertion_auc\na,0.2000,0.7000\nnew,0.1,0.9\nrandom,0.5,0.5\n"
+    lines = faithfulness_table(base, head)
+    rows = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert rows["a"] == "| a | 0.300 → 0.200 | 0.600 → 0.700 | +0.200 |"
+    assert "0.100 (head only)" in rows["new"] and "0.200 (base only)" in rows["gone"]
+    assert rows["random"].endswith("| +0.000 |")
+    assert len(faithfulness_table(None, head)) == 2 + 3

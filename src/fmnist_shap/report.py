@@ -22,6 +22,7 @@ CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
 CONFUSION = "reports/eval/confusion.csv"
 SHAP_PLOTS = "reports/explain"
+FAITHFULNESS = "reports/faithfulness/bars.csv"
 
 
 def _run(cmd: list[str], repo: Path) -> str:
@@ -105,6 +106,35 @@ def confusion_png(data: bytes, title: str) -> bytes:
     return _png(figure)
 
 
+def faithfulness_table(base_csv: bytes | None, head_csv: bytes | None) -> list[str]:
+    """Deletion / insertion AUC per variant, base → head, and the change of insertion − deletion
+    (positive: the explanation got more faithful)."""
+
+    def rows(data: bytes | None) -> dict[str, tuple[float, float]]:
+        if data is None:
+            return {}
+        reader = csv.DictReader(io.StringIO(data.decode()))
+        return {r["variant"]: (float(r["deletion_auc"]), float(r["insertion_auc"])) for r in reader}
+
+    base, head = rows(base_csv), rows(head_csv)
+    lines = [
+        "| variant | deletion AUC ↓ base → head | insertion AUC ↑ base → head | "
+        "change of insertion − deletion |",
+        "|---|---|---|---:|",
+    ]
+    for variant in list(head) + [v for v in base if v not in head]:
+        b, h = base.get(variant), head.get(variant)
+        cells = [
+            f"{b[i]:.3f} → {h[i]:.3f}"
+            if b and h
+            else f"{(h or b)[i]:.3f} ({'head' if h else 'base'} only)"
+            for i in (0, 1)
+        ]
+        change = f"{(h[1] - h[0]) - (b[1] - b[0]):+.3f}" if b and h else ""
+        lines.append(f"| {variant} | {cells[0]} | {cells[1]} | {change} |")
+    return lines
+
+
 def _pair_row(
     out_dir: Path, report_dir: Path, name: str, base_png: bytes | None, head_png: bytes | None
 ) -> str:
@@ -156,6 +186,11 @@ def build_report(repo: Path, base: str, report: Path) -> str:
             confusion_png(base_csv, f"base ({base})") if base_csv else None,
             confusion_png(head_csv, "head") if head_csv else None,
         )
+    )
+
+    lines += ["", "## Explanation faithfulness (reports/faithfulness)", ""]
+    lines += faithfulness_table(
+        _git_show(repo, base, FAITHFULNESS), _read(repo, None, FAITHFULNESS)
     )
 
     lines += ["", "## SHAP explanations", "", "| plot | base | head |", "|---|---|---|"]
