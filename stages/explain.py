@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_shap.artifacts import write_bytes, write_json, write_text
+from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import UserError, run_cli
 from fmnist_shap.explain import (
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"{args.explainer} takes no --masker; drop it")
     if args.explainer == "expected_gradients" and args.background is None:
         raise UserError("expected_gradients needs --background data/prepared/train.npz")
+    enable_compilation_cache()  # later stages load what the first one compiled
     test, class_names = load_split(args.test_npz), load_classes(args.classes_json)
     # Only Expected Gradients draws baselines; the flag is accepted for every gradient explainer.
     use_background = args.explainer == "expected_gradients"
