@@ -17,8 +17,7 @@ from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import UserError, run_cli
 from fmnist_shap.explain import (
     additivity_error,
-    explain,
-    explain_gradients,
+    explain_variant,
     image_plot_png,
     samples_csv,
     save_values,
@@ -72,15 +71,19 @@ def main(argv: list[str]) -> None:
     # The randomization check explains the same images' top-1 class with re-initialised weights.
     random_model = init_model(params.random_weights_seed, model.num_classes, model.image_hw)
 
-    def run(model_, predict_, classes_NK=None):
-        if gradient:
-            return explain_gradients(model_, images, args.explainer, params, background, classes_NK)
-        return explain(predict_, images, args.explainer, args.masker, params, classes_NK)
-
-    explanations = run(model, predict)
+    explanations = explain_variant(
+        model, predict, images, args.explainer, args.masker, params, background
+    )
     top1_N = explanations.classes_NK[:, 0]
-    randomized = run(
-        random_model, make_predict_fn(random_model, params.batch_size), top1_N[:, None]
+    randomized = explain_variant(
+        random_model,
+        make_predict_fn(random_model, params.batch_size),
+        images,
+        args.explainer,
+        args.masker,
+        params,
+        background,
+        classes_NK=top1_N[:, None],
     )
     curves = faithfulness_curves(
         predict,

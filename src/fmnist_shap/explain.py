@@ -16,6 +16,7 @@ import shap
 
 from fmnist_shap.artifacts import save_npz
 from fmnist_shap.errors import UserError
+from fmnist_shap.faithfulness import softmax
 from fmnist_shap.gradients import expected_gradients, integrated_gradients
 from fmnist_shap.model import CNN, make_predict_fn
 from fmnist_shap.params import (
@@ -200,6 +201,25 @@ def explain_gradients(
     )
 
 
+def explain_variant(
+    model: CNN,
+    predict: Callable[[np.ndarray], np.ndarray],
+    images_NHW: np.ndarray,
+    explainer_id: str,
+    masker_id: str | None,
+    params: ExplainParams,
+    background_BHW: np.ndarray | None = None,
+    classes_NK: np.ndarray | None = None,
+) -> Explanations:
+    """One variant: a gradient explainer on `model`, or a shap explainer and masker on
+    `predict` (the same model's numpy predictor)."""
+    if explainer_id in GRADIENT_EXPLAINERS:
+        return explain_gradients(
+            model, images_NHW, explainer_id, params, background_BHW, classes_NK
+        )
+    return explain(predict, images_NHW, explainer_id, masker_id, params, classes_NK)
+
+
 def additivity_error(explanations: Explanations, logits_NC: np.ndarray) -> float:
     """Largest |sum of SHAP values + base value − model output| over images and outputs."""
     explained = np.take_along_axis(logits_NC, explanations.classes_NK, axis=-1)
@@ -243,11 +263,6 @@ def samples_csv(samples: Samples, class_names: tuple[str, ...]) -> str:
             f"{class_names[samples.labels_N[i]]},{class_names[predicted]},{probabilities[i, predicted]:.4f}"
         )
     return "\n".join(rows) + "\n"
-
-
-def softmax(logits_NC: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits_NC - logits_NC.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def image_plot_png(

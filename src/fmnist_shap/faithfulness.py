@@ -143,7 +143,7 @@ def faithfulness_curves(
         for order_P in (attribution_order(attributions_NHW[i], chance_P), chance_P):
             batches.extend(perturbation_batch(images_NHW[i], substrate_HW, order_P, counts_S))
     logits = predict(np.concatenate(batches))
-    probabilities = _softmax(logits).reshape(n, 4, len(counts_S), -1)
+    probabilities = softmax(logits).reshape(n, 4, len(counts_S), -1)
     # (image, curve, step): curves are deletion, insertion, random deletion, random insertion.
     explained_NCS = np.take_along_axis(
         probabilities, classes_N[:, None, None, None].astype(np.int64), axis=-1
@@ -173,6 +173,7 @@ def randomization_spearman(attributions_NHW: np.ndarray, randomized_NHW: np.ndar
     )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from logits, along the last axis."""
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     return shifted / shifted.sum(-1, keepdims=True)
