@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.model import CNN, batched_logits, make_forward
+from fmnist_shap.model import CNN, batched_logits, chunked_logits, make_forward
 from fmnist_shap.params import TrainParams
 
-EVAL_BATCH = 1000
+EVAL_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) ->
     """The pure step: ((weights, opt_state), (pixels_BHW, labels_B)) → ((weights, opt_state), loss)."""
 
     def loss_fn(state: nnx.State, pixels_BHW: jax.Array, labels_B: jax.Array) -> jax.Array:
-        return cross_entropy(nnx.merge(graphdef, state)(pixels_BHW), labels_B)
+        return cross_entropy(chunked_logits(nnx.merge(graphdef, state), pixels_BHW), labels_B)
 
     def train_step(carry: tuple, batch: tuple) -> tuple[tuple, jax.Array]:
         state, opt_state = carry
