@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.model import init_model, load_model, make_predict_fn, save_model
+from fmnist_shap.model import (
+    CHUNK_ROWS,
+    chunked_logits,
+    init_model,
+    load_model,
+    make_predict_fn,
+    save_model,
+)
 from tests.conftest import pixels
 
 
@@ -57,3 +65,34 @@ def test_load_rejects_missing_or_foreign_files(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="not a model file"):
         load_model(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize("n", [CHUNK_ROWS, 3 * CHUNK_ROWS, 3 * CHUNK_ROWS + 5])
+def test_chunked_logits_equal_one_model_call(trained_model, small_val: Split, n: int) -> None:
+    # The chunks are a speed device only: every row gets the logits of one plain model call
+    # (bit-identical on the machines we measured; the tolerance allows for other CPUs).
+    graphdef, state = nnx.split(trained_model)
+    images = jnp.asarray(small_val.images_NHW[:n], jnp.float32)
+    plain = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, images)
+    chunked = jax.jit(lambda s, x: chunked_logits(nnx.merge(graphdef, s), x))(state, images)
+    assert chunked.shape == (n, 10)
+    np.testing.assert_allclose(chunked, plain, rtol=1e-6, atol=1e-5)
+    assert np.array_equal(chunked.argmax(-1), plain.argmax(-1))
+
+
+def test_chunked_gradients_equal_one_model_call(small_val: Split) -> None:
+    # Training differentiates through the chunks: the weight gradients of the mean loss are
+    # those of one call over the whole batch, up to float summation order.
+    graphdef, state = nnx.split(init_model(0))
+    images = jnp.asarray(small_val.images_NHW[:64])
+    labels = jnp.asarray(small_val.labels_N[:64], jnp.int32)
+
+    def loss(apply, s):
+        logits = apply(nnx.merge(graphdef, s), images)
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+
+    plain = jax.jit(jax.grad(lambda s: loss(lambda m, x: m(x), s)))(state)
+    chunked = jax.jit(jax.grad(lambda s: loss(chunked_logits, s)))(state)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(chunked), strict=True):
+        assert np.abs(np.asarray(a)).max() > 0
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
