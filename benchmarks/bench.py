@@ -37,7 +37,7 @@ from fmnist_shap.train import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+def matmul_peak_gflops(n: int = 2048, reps: int = 20) -> float:
     """Best of several timed runs of a jitted n×n float32 matmul."""
     a = jnp.ones((n, n), jnp.float32)
     matmul = jax.jit(lambda x: x @ x)
@@ -244,9 +244,6 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    peak = matmul_peak_gflops()
-    print(f"matmul peak (2048² float32, this run): {peak:.1f} GFLOP/s")
-
     params = TrainParams()
     train, _ = load_raw(args.raw)
     images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
@@ -257,8 +254,17 @@ def main() -> None:
         f"(XLA cost analysis), {per_image / 1e6:.1f} MFLOP per image"
     )
 
+    # The peak is measured before and after the training loops and the best kept: a shared
+    # machine's neighbours can slow any one measurement, and a low peak would flatter the rest.
+    peaks = [matmul_peak_gflops()]
     ours = ours_images_per_s(params, images, labels, args.steps)
     tutorial = tutorial_images_per_s(params, train.images_NHW, train.labels_N, args.steps)
+    peaks.append(matmul_peak_gflops())
+    peak = max(peaks)
+    print(
+        f"matmul peak (2048² float32, best of this run): {peak:.1f} GFLOP/s "
+        f"(before / after the training loops: {peaks[0]:.1f} / {peaks[1]:.1f})"
+    )
     for name, rate in (
         ("ours (jitted step, no sync)", ours),
         ("tutorial-style (unjitted)", tutorial),
