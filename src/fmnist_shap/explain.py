@@ -92,6 +92,42 @@ class CountingModel:
         return self.predict(np.asarray(pixels, dtype=np.float32))
 
 
+class BlendingBlurMasker(shap.maskers.Image):
+    """shap's `blur(…)` image masker with the masking moved into the model call.
+
+    shap calls its masker once per coalition (1569 times per Permutation image), and the Image
+    masker copies the image and blurs it each time. This one returns the coalition's mask
+    itself; `BlendingModel` then builds every row of a batch in one vectorised step, from the
+    image and the blurred image that shap's own masker produces. The pixels the model sees are
+    the same, so the explanations are too (tested); the partition tree, shapes and everything
+    else shap reads from the masker are inherited.
+    """
+
+    def __call__(self, mask: np.ndarray, x: np.ndarray) -> tuple[np.ndarray]:
+        return (np.array(mask, dtype=bool).reshape(1, -1),)
+
+    def fill(self, x: np.ndarray) -> np.ndarray:
+        """The fully masked image, flat: what shap's masker puts where the mask is False."""
+        features = int(np.prod(self.input_shape))
+        return super().__call__(np.zeros(features, dtype=bool), x)[0].ravel()
+
+
+class BlendingModel:
+    """The model side of `BlendingBlurMasker`: masks (N, H·W) → pixels → `model` rows."""
+
+    def __init__(self, model: Callable[[np.ndarray], np.ndarray], image_shape: tuple[int, ...]):
+        self.model = model
+        self.image_shape = image_shape
+        self.image = self.filled = np.zeros(0, np.float32)
+
+    def set_image(self, image: np.ndarray, filled: np.ndarray) -> None:
+        self.image, self.filled = image.ravel(), filled
+
+    def __call__(self, masks: np.ndarray) -> np.ndarray:
+        pixels = np.where(masks, self.image, self.filled)
+        return self.model(pixels.reshape(len(masks), *self.image_shape))
+
+
 def explain(
     predict: Callable[[np.ndarray], np.ndarray],
     images_NHW: np.ndarray,
@@ -99,22 +135,31 @@ def explain(
     masker_id: str,
     params: ExplainParams,
     classes_NK: np.ndarray | None = None,
+    blend_in_model: bool = True,
 ) -> Explanations:
     """Explain logits of each image with the chosen shap explainer and masker: the model's own
     top-k classes, or the given `classes_NK`.
 
     Images reach the masker as raw 0-255 pixels: shap's inpaint maskers cast to uint8, so
     [0, 1] floats would all become 0. The model scales them itself, for every masker alike.
+    With `blend_in_model`, the blur masker's rows are built in one step per model call
+    (`BlendingBlurMasker`); inpainting depends on each mask, so those maskers stay per row.
     """
     check_explainer(explainer_id)
     check_masker(masker_id)
     n, height, width = images_NHW.shape
     model = CountingModel(predict)
-    masker = shap.maskers.Image(MASKERS[masker_id], (height, width, 1))
-    if explainer_id == "partition":
-        explainer = shap.PartitionExplainer(model, masker)
+    blending = blend_in_model and masker_id == "blur"
+    if blending:
+        masker = BlendingBlurMasker(MASKERS[masker_id], (height, width, 1))
+        shap_model = BlendingModel(model, (height, width, 1))
     else:
-        explainer = shap.PermutationExplainer(model, masker)
+        masker = shap.maskers.Image(MASKERS[masker_id], (height, width, 1))
+        shap_model = model
+    if explainer_id == "partition":
+        explainer = shap.PartitionExplainer(shap_model, masker)
+    else:
+        explainer = shap.PermutationExplainer(shap_model, masker)
     if classes_NK is None:
         classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
     model.rows = 0
@@ -126,6 +171,8 @@ def explain(
     # multi-row call).
     for i, image_HW in enumerate(images_NHW):
         pixels = image_HW[None, :, :, None].astype(np.float32)
+        if blending:
+            shap_model.set_image(pixels[0], masker.fill(pixels[0]))
         if explainer_id == "partition":
             result = explainer(
                 pixels,
