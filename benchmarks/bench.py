@@ -84,8 +84,8 @@ def ours_images_per_s(
 
 def op_profile(batch: int, chunk: int, peak: float) -> None:
     """Where a training step's time goes: each convolution pass timed alone, with its FLOPs,
-    once on the whole batch in one call and once as `batch / chunk` calls of `chunk` rows (what
-    `chunked_logits` makes XLA run)."""
+    once on the whole batch and once as `batch / chunk` ops of `chunk` rows in one jitted call
+    (what `chunked_logits` makes XLA run)."""
     dims = ("NHWC", "HWIO", "NHWC")
 
     def conv(x, w):
