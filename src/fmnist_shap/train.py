@@ -17,7 +17,7 @@ from fmnist_shap.errors import UserError
 from fmnist_shap.model import CNN, batched_logits, chunked_logits, make_forward
 from fmnist_shap.params import TrainParams
 
-EVAL_BATCH = 512
+EVAL_BATCH = 512  # rows per validation call; its compile time grows with rows / CHUNK_ROWS
 
 
 @dataclass(frozen=True)
