@@ -1,13 +1,13 @@
 # The two commands of the README:
 #   make repro   set up .venv, fetch the data, run the whole DVC pipeline
 #   make test    set up the same way, then run the test suite
-PYTHON ?= python3
+# Python 3.12 or 3.13 is found by scripts/find-python.sh (PATH, pyenv, Homebrew), or set PYTHON=.
 VENV ?= .venv
 BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup system data lint bench report clean-venv
+.PHONY: repro test setup system data lint lock bench report clean-venv
 
 repro: setup data
 	dvc repro
@@ -21,11 +21,19 @@ setup: system $(VENV)/.installed
 system:
 	@./scripts/system-deps.sh "$(MIRROR)"
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+# Exact versions and SHA-256 hashes from requirements.lock (scripts/setup-venv.sh).
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@./scripts/setup-venv.sh $(VENV)
+
+# Refresh requirements.lock from pyproject.toml: the newest releases that resolve for Python
+# 3.12 and 3.13 on every platform, with hashes. Commit it with the `dvc repro` it leads to.
+UV_VERSION := 0.13.8
+lock: setup
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.12 \
+		--generate-hashes --upgrade --quiet -o requirements.lock
+	$(BIN)/python -m pip uninstall --quiet --yes uv
+	@./scripts/setup-venv.sh $(VENV)
 
 # The raw files: DVC remote if one is configured, else the local mirror, else the official URL.
 # Every file is checked against its pinned SHA-256; then DVC's cache gets a copy.

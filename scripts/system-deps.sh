@@ -3,11 +3,12 @@
 # git (DVC and the tests), Python's venv module, and Debian's dataset-fashion-mnist (the data).
 set -euo pipefail
 mirror="${1:-/usr/share/datasets/fashion-mnist}"
-python="${PYTHON:-python3}"
+# The interpreter setup will use; where none is found, setup-venv.sh says what to install.
+python=$("$(dirname "$0")/find-python.sh" 2>/dev/null) || python=""
 
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
-"$python" -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
+[ -z "$python" ] || "$python" -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -f "$mirror/train-images-idx3-ubyte.gz" ] || need+=(dataset-fashion-mnist)
 [ ${#need[@]} -eq 0 ] && exit 0
 

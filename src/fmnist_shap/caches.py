@@ -5,10 +5,7 @@ and Flax's eager initialisation ops (about 6 s a process here); with the cache o
 stage on a machine compiles and the others load the executables. Cached code is the code a fresh
 compile produces, so outputs do not change.
 
-shap's numba functions are not cached: shap declares them without `cache=True`, its largest one
-(`_build_fixed_multi_output`, about 15 s to compile) takes the link function as an argument and
-so misses numba's cache in every new process, and enabling numba's cache on its recursive
-`lower_credit` made the next process crash when loading it.
+(shap itself needs no compiling since 0.54, which dropped numba.)
 
 Location: $FMNIST_SHAP_CACHE, else $XDG_CACHE_HOME/fmnist-shap, else ~/.cache/fmnist-shap.
 Deleting it is always safe.

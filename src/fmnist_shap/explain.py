@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import shap
 
@@ -72,12 +71,6 @@ def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) ->
 def top_classes(logits_NC: np.ndarray, k: int) -> np.ndarray:
     """Class indices by decreasing logit; ties broken by class index, so it is stable."""
     return np.argsort(-logits_NC, axis=-1, kind="stable")[:, :k]
-
-
-@numba.njit(cache=False)
-def _seed_numba(seed: int) -> None:
-    # numba keeps its own RNG state; np.random.seed outside jitted code does not reach it.
-    np.random.seed(seed)
 
 
 class CountingModel:
@@ -184,10 +177,9 @@ def explain(
             values.append(result.values[0, :, :, 0, :])
             base_values.append(np.asarray(result.base_values[0]))
         else:
-            # Permutation orders come from numpy's global RNG and, for the image masker's
-            # partition-tree shuffle, from numba's: seed both, per image.
+            # Permutation's orderings and the image masker's partition-tree shuffle both draw
+            # from numpy's global RNG (shap 0.54 no longer uses numba): seed it per image.
             np.random.seed(params.seed + i)
-            _seed_numba(params.seed + i)
             result = explainer(
                 pixels,
                 max_evals=params.max_evals(explainer_id),

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create (or repair) the project's virtual environment from requirements.lock: exact versions,
+# every file checked against its SHA-256, nothing resolved at install time. A venv on another
+# Python than 3.12 / 3.13 (an older clone's) is replaced.
+set -euo pipefail
+venv="${1:-.venv}"
+cd "$(dirname "$0")/.."
+
+python=$(./scripts/find-python.sh)
+if [ -x "$venv/bin/python" ] && ! PYTHON="$venv/bin/python" ./scripts/find-python.sh >/dev/null 2>&1; then
+  echo "setup: $venv is not on Python 3.12/3.13; recreating it"
+  rm -rf "$venv"
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating $venv with $python ($("$python" --version))"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --quiet --disable-pip-version-check)
+"${pip[@]}" install --require-hashes --no-deps -r requirements.lock
+# The project itself, editable, with the locked setuptools (no build-time download).
+"${pip[@]}" install --no-deps --no-build-isolation -e .
+"${pip[@]}" check
+touch "$venv/.installed"
