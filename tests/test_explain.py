@@ -9,9 +9,11 @@ import shap
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain import (
+    BlendingBlurMasker,
     Samples,
     additivity_error,
     explain,
+    forget_blur_cache,
     image_plot_png,
     select_samples,
     top_classes,
@@ -85,6 +87,28 @@ def test_permutation_is_identical_on_rerun(predict, images: np.ndarray) -> None:
         predict, images, "permutation", "blur", ExplainParams(**{**FAST.__dict__, "seed": 1})
     )
     assert not np.array_equal(a.values_NHWK, c.values_NHWK)
+
+
+def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
+    """shap caches the blur under id() of its input, and ids are reused: an array that now
+    holds another image must be masked with that image's blur, in both our masker paths."""
+    first, second = (image.astype(np.float32).ravel() for image in images[:2])
+    mask = np.zeros(28 * 28, dtype=bool)
+    expected = shap.maskers.Image("blur(28,28)", (28, 28, 1))(mask, second.copy())[0].ravel()
+
+    reused = first.copy()  # one array object: the same id() for both images
+    masker = shap.maskers.Image("blur(28,28)", (28, 28, 1))
+    masker(mask, reused)
+    reused[:] = second
+    forget_blur_cache(masker)
+    assert np.array_equal(masker(mask, reused)[0].ravel(), expected)
+
+    reused[:] = first
+    blending = BlendingBlurMasker("blur(28,28)", (28, 28, 1))
+    blending.fill(reused)
+    reused[:] = second
+    assert np.array_equal(blending.fill(reused), expected)
+    assert not np.array_equal(expected, blending.fill(first.copy()))
 
 
 def test_sample_selection_and_too_many(predict, small_val: Split) -> None:

@@ -85,6 +85,17 @@ class CountingModel:
         return self.predict(np.asarray(pixels, dtype=np.float32))
 
 
+def forget_blur_cache(masker: shap.maskers.Image) -> None:
+    """Drop shap's cached blurred image, so the next call blurs the image it is given.
+
+    shap's Image masker keys that cache by `id()` of a temporary view of its input, and CPython
+    reuses the ids of freed objects: the first coalition of the next image can then be masked
+    with the previous image's blur. Seen here: one image's base value off by 1 logit under
+    Python 3.13 and not 3.12, from the same code and weights.
+    """
+    masker.last_xid = None
+
+
 class BlendingBlurMasker(shap.maskers.Image):
     """shap's `blur(…)` image masker with the masking moved into the model call.
 
@@ -102,6 +113,7 @@ class BlendingBlurMasker(shap.maskers.Image):
     def fill(self, x: np.ndarray) -> np.ndarray:
         """The fully masked image, flat: what shap's masker puts where the mask is False."""
         features = int(np.prod(self.input_shape))
+        forget_blur_cache(self)
         return super().__call__(np.zeros(features, dtype=bool), x)[0].ravel()
 
 
@@ -159,13 +171,19 @@ def explain(
 
     values, base_values = [], []
     start = time.perf_counter()
-    # One image per call: each gets its own output classes, and its own seed for Permutation
-    # (shap's base Explainer also spends extra main-effect evaluations from the second row of a
-    # multi-row call).
+    # One image per call: each gets its own output classes, and its own seed (shap's base
+    # Explainer also spends extra main-effect evaluations from the second row of a multi-row
+    # call).
     for i, image_HW in enumerate(images_NHW):
         pixels = image_HW[None, :, :, None].astype(np.float32)
         if blending:
             shap_model.set_image(pixels[0], masker.fill(pixels[0]))
+        else:
+            forget_blur_cache(masker)
+        # shap draws from numpy's global RNG: Permutation for its orderings and the image
+        # masker's partition-tree shuffle, Partition to break ties between equally promising
+        # nodes of its tree walk (which then changes which nodes it expands). Seed it per image.
+        np.random.seed(params.seed + i)
         if explainer_id == "partition":
             result = explainer(
                 pixels,
@@ -177,9 +195,6 @@ def explain(
             values.append(result.values[0, :, :, 0, :])
             base_values.append(np.asarray(result.base_values[0]))
         else:
-            # Permutation's orderings and the image masker's partition-tree shuffle both draw
-            # from numpy's global RNG (shap 0.54 no longer uses numba): seed it per image.
-            np.random.seed(params.seed + i)
             result = explainer(
                 pixels,
                 max_evals=params.max_evals(explainer_id),
