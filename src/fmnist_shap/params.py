@@ -5,13 +5,11 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from fmnist_shap.errors import UserError
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +169,7 @@ def _describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def from_mapping(cls: type[T], section: str, raw: Any) -> T:
+def from_mapping[T](cls: type[T], section: str, raw: Any) -> T:
     """Build and validate dataclass `cls` from the mapping found under `section`."""
     if raw is None:
         raw = {}
@@ -199,7 +197,7 @@ def from_mapping(cls: type[T], section: str, raw: Any) -> T:
     return cls(**values)
 
 
-def load_params(path: str | os.PathLike, section: str, cls: type[T]) -> T:
+def load_params[T](path: str | os.PathLike, section: str, cls: type[T]) -> T:
     """Read one section of params.yaml (safe_load) into a validated `cls`."""
     params_path = Path(path)
     if not params_path.is_file():
