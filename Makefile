@@ -1,19 +1,24 @@
 # The two commands of the README:
 #   make repro   set up .venv, fetch the data, run the whole DVC pipeline
 #   make test    set up the same way, then run the test suite
+# While developing: make test-fast (no real `dvc repro`), make lint.
 # Python 3.12 or 3.13 is found by scripts/find-python.sh (PATH, pyenv, Homebrew), or set PYTHON=.
 VENV ?= .venv
 BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup system data lint lock bench report clean-venv
+.PHONY: repro test test-fast setup system data lint lock bench bench-loop report clean-venv
 
 repro: setup data
 	dvc repro
 
 test: setup data
 	$(BIN)/python -m pytest
+
+# The quick tier: everything but the tests that run real `dvc repro` in a temporary repository.
+test-fast: setup data
+	$(BIN)/python -m pytest -m "not slow"
 
 setup: system $(VENV)/.installed
 
@@ -44,6 +49,10 @@ data: setup
 # Side-by-side speed of our training and SHAP against tutorial-style code (about 5 minutes).
 bench: setup data
 	$(BIN)/python benchmarks/bench.py
+
+# The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min).
+bench-loop: setup data
+	$(BIN)/python benchmarks/loop.py
 
 # reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
 BASE ?= main

@@ -16,11 +16,12 @@ import time
 import jax
 import numpy as np
 
-from fmnist_shap.data import load_raw, split_train_val
 from fmnist_shap.explain import explain_variant, select_samples
 from fmnist_shap.model import init_model, make_predict_fn
-from fmnist_shap.params import ExplainParams, PrepareParams, TrainParams, load_params
-from fmnist_shap.train import fit
+from fmnist_shap.params import load_params
+from fmnist_shap.raw import PrepareParams, load_raw, split_train_val
+from fmnist_shap.train import TrainParams, fit
+from fmnist_shap.variants import ExplainParams
 
 SWEEP = (  # (epochs, batch_size, lr), cosine schedule
     (6, 128, 0.002),

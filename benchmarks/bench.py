@@ -23,10 +23,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from fmnist_shap.data import load_raw
 from fmnist_shap.model import CHUNK_ROWS, CNN, init_model
-from fmnist_shap.params import TrainParams
+from fmnist_shap.raw import load_raw
 from fmnist_shap.train import (
+    TrainParams,
     epoch_batches,
     make_optimizer,
     make_train_batch,
@@ -188,10 +188,10 @@ def tutorial_images_per_s(
 SHAP_CHILD = r"""
 import json, sys, time
 import numpy as np
-from fmnist_shap.data import load_raw
+from fmnist_shap.raw import load_raw
 from fmnist_shap.explain import explain
 from fmnist_shap.model import init_model, load_model, make_predict_fn
-from fmnist_shap.params import ExplainParams
+from fmnist_shap.variants import ExplainParams
 style, explainer, n, model_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 model = load_model(model_path) if model_path != "-" else init_model(0)
 _, test = load_raw(sys.argv[5])

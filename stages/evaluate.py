@@ -4,6 +4,7 @@ import argparse
 from pathlib import Path
 
 from fmnist_shap.artifacts import write_json, write_text
+from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import run_cli
 from fmnist_shap.evaluation import confusion_csv, report_text, test_metrics
@@ -19,6 +20,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     test, class_names = load_split(args.test_npz), load_classes(args.classes_json)
+    enable_compilation_cache()  # a rerun loads the compiled step instead of compiling it
     predicted = make_predict_fn(load_model(args.model))(test.images_NHW).argmax(-1)
 
     out = Path(args.out_dir)

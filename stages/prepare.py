@@ -3,9 +3,10 @@
 import argparse
 from pathlib import Path
 
-from fmnist_shap.data import load_raw, save_classes, save_split, split_train_val, subset_test
+from fmnist_shap.data import save_classes, save_split
 from fmnist_shap.errors import run_cli
-from fmnist_shap.params import PrepareParams, load_params
+from fmnist_shap.params import load_params
+from fmnist_shap.raw import PrepareParams, load_raw, split_train_val, subset_test
 
 
 def main(argv: list[str]) -> None:

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from fmnist_shap.artifacts import write_text
 from fmnist_shap.errors import run_cli
-from fmnist_shap.params import ExplainParams, load_params
+from fmnist_shap.params import load_params
 from fmnist_shap.summary import bars_csv, curves_csv, load_results, ranked, summary_markdown
+from fmnist_shap.variants import ExplainParams
 
 
 def main(argv: list[str]) -> None:

@@ -5,11 +5,12 @@ import argparse
 from dvclive import Live
 
 from fmnist_shap.artifacts import atomic_dir
+from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_split
 from fmnist_shap.errors import run_cli
 from fmnist_shap.model import init_model, save_model
-from fmnist_shap.params import TrainParams, load_params
-from fmnist_shap.train import EpochLog, fit
+from fmnist_shap.params import load_params
+from fmnist_shap.train import EpochLog, TrainParams, fit
 
 
 def main(argv: list[str]) -> None:
@@ -22,6 +23,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
 
     params = load_params(args.params, "train", TrainParams)
+    enable_compilation_cache()  # a rerun loads the compiled step instead of compiling it
     train, val = load_split(args.train_npz), load_split(args.val_npz)
     model = init_model(params.seed)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist_shap.data import DEFAULT_MIRROR, Split, fetch_raw, load_raw
+from fmnist_shap.data import Split
 from fmnist_shap.model import init_model
-from fmnist_shap.params import TrainParams
-from fmnist_shap.train import fit
+from fmnist_shap.raw import DEFAULT_MIRROR, fetch_raw, load_raw
+from fmnist_shap.train import TrainParams, fit
 
 REPO = Path(__file__).resolve().parents[1]
 

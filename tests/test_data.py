@@ -5,18 +5,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmnist_shap.data import (
+from fmnist_shap.data import Split, load_split, save_split
+from fmnist_shap.errors import UserError
+from fmnist_shap.raw import (
     RAW_SHA256,
-    Split,
+    PrepareParams,
     fetch_raw,
     load_raw,
-    load_split,
-    save_split,
     split_train_val,
     subset_test,
 )
-from fmnist_shap.errors import UserError
-from fmnist_shap.params import PrepareParams
 
 
 def test_raw_shapes_dtypes_and_labels(raw_splits: tuple[Split, Split]) -> None:

@@ -13,13 +13,15 @@ from fmnist_shap.explain import (
     Samples,
     additivity_error,
     explain,
+    explain_permutation_pair,
     forget_blur_cache,
     image_plot_png,
+    select_leading_samples,
     select_samples,
     top_classes,
 )
-from fmnist_shap.model import make_predict_fn
-from fmnist_shap.params import MASKERS, ExplainParams
+from fmnist_shap.model import init_model, make_predict_fn
+from fmnist_shap.variants import MASKERS, ExplainParams
 
 FAST = ExplainParams(
     samples_per_set=1, top_k=3, partition_max_evals=100, permutation_max_evals=1569, batch_size=256
@@ -109,6 +111,30 @@ def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
     reused[:] = second
     assert np.array_equal(blending.fill(reused), expected)
     assert not np.array_equal(expected, blending.fill(first.copy()))
+
+
+def test_permutation_pair_equals_two_separate_explanations(predict, images: np.ndarray) -> None:
+    """One pass over both models' logits gives what two passes give, bit for bit."""
+    randomized = make_predict_fn(init_model(1), batch_size=256)
+    trained, random_top1 = explain_permutation_pair(predict, randomized, images, "telea", FAST)
+    alone = explain(predict, images, "permutation", "telea", FAST)
+    alone_random = explain(
+        randomized, images, "permutation", "telea", FAST, classes_NK=alone.classes_NK[:, :1]
+    )
+    assert np.array_equal(trained.values_NHWK, alone.values_NHWK)
+    assert np.array_equal(trained.base_values_NK, alone.base_values_NK)
+    assert np.array_equal(trained.classes_NK, alone.classes_NK)
+    assert np.array_equal(random_top1.values_NHWK, alone_random.values_NHWK)
+    assert np.array_equal(random_top1.base_values_NK, alone_random.base_values_NK)
+    assert trained.evals_per_image == alone.evals_per_image == 1569
+
+
+def test_leading_samples_are_the_same_as_over_the_whole_set(predict, small_val: Split) -> None:
+    everything = select_samples(predict(small_val.images_NHW), small_val.labels_N, 3)
+    leading = select_leading_samples(predict, small_val.images_NHW, small_val.labels_N, 3, chunk=16)
+    assert np.array_equal(leading.test_index_N, everything.test_index_N)
+    assert np.array_equal(leading.logits_NC, everything.logits_NC)
+    assert np.array_equal(leading.correct_N, everything.correct_N)
 
 
 def test_sample_selection_and_too_many(predict, small_val: Split) -> None:

@@ -17,8 +17,8 @@ from fmnist_shap.faithfulness import (
     substrate_image,
 )
 from fmnist_shap.model import make_predict_fn
-from fmnist_shap.params import SUBSTRATES, ExplainParams
 from fmnist_shap.report import faithfulness_table
+from fmnist_shap.variants import SUBSTRATES, ExplainParams
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from fmnist_shap.errors import UserError
 from fmnist_shap.explain import Samples, additivity_error, explain_gradients, image_plot_png
 from fmnist_shap.gradients import expected_gradients, integrated_gradients
 from fmnist_shap.model import make_predict_fn
-from fmnist_shap.params import ExplainParams
+from fmnist_shap.variants import ExplainParams
 
 
 @pytest.fixture(scope="module")

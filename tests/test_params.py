@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.params import PrepareParams, TrainParams, load_params
+from fmnist_shap.params import load_params
+from fmnist_shap.raw import PrepareParams
+from fmnist_shap.train import TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from fmnist_shap.errors import UserError, run_cli
-from fmnist_shap.params import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS
+from fmnist_shap.variants import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS
 from stages import evaluate, explain, prepare, summarize, train
 
 SMALL = {
@@ -152,14 +152,11 @@ def test_prepare_on_missing_data(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def _explain_args(work: Path, variant: str, out: Path, params: Path) -> list[str]:
+def _explain_args(work: Path, out: Path, params: Path) -> list[str]:
     prep = work / "prepared"
-    explainer, _, masker = variant.partition("-")
-    options = ["--masker", masker] if masker else ["--background", str(prep / "train.npz")]
     return [
-        explainer,
-        *options,
         str(prep / "test.npz"),
+        str(prep / "train.npz"),
         str(prep / "classes.json"),
         str(work / "model.npz"),
         str(out),
@@ -170,29 +167,47 @@ def _explain_args(work: Path, variant: str, out: Path, params: Path) -> list[str
 
 @pytest.fixture(scope="module")
 def explained(pipeline_outputs: Path) -> Path:
-    """explain for three variants (shap and both gradient explainers), then summarize."""
+    """explain (a shap variant and both gradient explainers, one process), then summarize."""
     params = _params(pipeline_outputs)
-    for variant in VARIANTS:
-        out = pipeline_outputs / "explain" / variant
-        explain.main(_explain_args(pipeline_outputs, variant, out, params))
+    explain.main(_explain_args(pipeline_outputs, pipeline_outputs / "explain", params))
     summary = pipeline_outputs / "faithfulness"
     summarize.main([str(pipeline_outputs / "explain"), str(summary), "--params", str(params)])
     return pipeline_outputs
 
 
+def test_explain_writes_every_variants_files_and_nothing_else(explained: Path) -> None:
+    out = explained / "explain"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json",
+        "plots",
+        "timing.json",
+        "variants",
+    ]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+        f"{v}-{s}.png" for v in VARIANTS for s in ("correct", "wrong")
+    )
+    assert sorted(p.name for p in (out / "variants").iterdir()) == sorted(VARIANTS)
+    assert set(json.loads((out / "timing.json").read_text())) == set(VARIANTS)
+
+
+def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path: Path) -> None:
+    """The fixture ran one process per core; one process alone gives the same bytes."""
+    args = _explain_args(explained, tmp_path / "one", _params(explained))
+    explain.main([*args, "--workers", "1"])
+    pooled = explained / "explain"
+    files = sorted(
+        p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file() and p.name != "timing.json"
+    )
+    assert len(files) == 3 * 3 + 3 * 2 + 1  # values/samples/curves, two plots, metrics.json
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (pooled / rel).read_bytes(), rel
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_explain_writes_values_plots_and_quality_metrics(explained: Path, variant: str) -> None:
-    out = explained / "explain" / variant
-    assert sorted(p.name for p in out.iterdir()) == [
-        "correct.png",
-        "curves.csv",
-        "metrics.json",
-        "samples.csv",
-        "timing.json",
-        "values.npz",
-        "wrong.png",
-    ]
-    metrics = json.loads((out / "metrics.json").read_text())
+    out = explained / "explain" / "variants" / variant
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "samples.csv", "values.npz"]
+    metrics = json.loads((explained / "explain" / "metrics.json").read_text())[variant]
     for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
         assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
     assert -1.0 <= metrics["randomization_spearman"] <= 1.0
@@ -201,14 +216,14 @@ def test_explain_writes_values_plots_and_quality_metrics(explained: Path, varian
     assert len(curves) == 1 + 9  # faithfulness_steps + 1 points
     values = np.load(out / "values.npz", allow_pickle=False)
     assert values["values"].shape == (2, 28, 28, 2)
+    # Every variant explains the same images.
+    first = np.load(explained / "explain" / "variants" / VARIANTS[0] / "values.npz")
+    assert np.array_equal(values["test_index"], first["test_index"])
 
 
 def test_random_baseline_is_shared_by_all_variants(explained: Path) -> None:
-    randoms = {
-        json.loads((explained / "explain" / v / "metrics.json").read_text())["deletion_auc_random"]
-        for v in VARIANTS
-    }
-    assert len(randoms) == 1
+    metrics = json.loads((explained / "explain" / "metrics.json").read_text())
+    assert len({metrics[v]["deletion_auc_random"] for v in VARIANTS}) == 1
 
 
 def test_summary_ranks_every_variant(explained: Path) -> None:
@@ -233,21 +248,26 @@ def test_summary_ranks_every_variant(explained: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "drop", "message"),
+    ("override", "message"),
     [
-        ("partition-blur", "--masker", "partition needs --masker"),
-        ("partition-gauss", None, "unknown masker 'gauss'"),
-        ("expected_gradients", "--background", "expected_gradients needs --background"),
+        ({"maskers": ["gauss"]}, "unknown masker 'gauss'"),
+        ({"explainers": ["lime"]}, "unknown explainer 'lime'"),
+        ({"permutation_max_evals": 100}, "permutation_max_evals is 100; the minimum is 1569"),
     ],
 )
-def test_explain_refuses_bad_arguments_before_any_output(
-    explained: Path, tmp_path: Path, variant: str, drop: str | None, message: str
+def test_explain_refuses_bad_params_before_any_output(
+    explained: Path, tmp_path: Path, override: dict, message: str
 ) -> None:
-    args = _explain_args(explained, variant, tmp_path / "out", _params(tmp_path))
-    if drop:
-        i = args.index(drop)
-        del args[i : i + 2]
+    params = _params(tmp_path, explain=override)
     with pytest.raises(UserError, match=message):
+        explain.main(_explain_args(explained, tmp_path / "out", params))
+    assert not (tmp_path / "out").exists()
+
+
+def test_explain_refuses_a_missing_model_before_any_output(explained: Path, tmp_path: Path) -> None:
+    args = _explain_args(explained, tmp_path / "out", _params(tmp_path))
+    args[3] = str(tmp_path / "no-model.npz")
+    with pytest.raises(UserError, match="model missing"):
         explain.main(args)
     assert not (tmp_path / "out").exists()
 

@@ -7,8 +7,14 @@ from flax import nnx
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.model import init_model
-from fmnist_shap.params import TrainParams
-from fmnist_shap.train import epoch_batches, fit, make_optimizer, make_train_batch, run_epoch
+from fmnist_shap.train import (
+    TrainParams,
+    epoch_batches,
+    fit,
+    make_optimizer,
+    make_train_batch,
+    run_epoch,
+)
 
 
 def _one_epoch(model, split: Split, batches: np.ndarray, params: TrainParams):

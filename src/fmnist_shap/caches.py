@@ -1,9 +1,9 @@
 """The on-disk XLA compilation cache shared by the pipeline's processes.
 
-Each explain stage is its own process and would otherwise recompile the model's jitted shapes
-and Flax's eager initialisation ops (about 6 s a process here); with the cache only the first
-stage on a machine compiles and the others load the executables. Cached code is the code a fresh
-compile produces, so outputs do not change.
+Each stage, and each explain worker, is a process of its own and would otherwise recompile the
+model's jitted shapes and Flax's eager initialisation ops (several seconds a process here);
+with the cache only the first process on a machine compiles and the later ones load the
+executables. Cached code is the code a fresh compile produces, so outputs do not change.
 
 (shap itself needs no compiling since 0.54, which dropped numba.)
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.params import SUBSTRATES
+from fmnist_shap.variants import SUBSTRATES
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from fmnist_shap.data import DEFAULT_MIRROR, OFFICIAL_URLS, fetch_raw
 from fmnist_shap.errors import run_cli
+from fmnist_shap.raw import DEFAULT_MIRROR, OFFICIAL_URLS, fetch_raw
 
 
 def main(argv: list[str]) -> None:

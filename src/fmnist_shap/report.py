@@ -21,7 +21,7 @@ from fmnist_shap.errors import UserError, run_cli
 CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
 CONFUSION = "reports/eval/confusion.csv"
-SHAP_PLOTS = "reports/explain"
+SHAP_PLOTS = "reports/explain/plots"
 FAITHFULNESS = "reports/faithfulness/bars.csv"
 
 
@@ -194,9 +194,9 @@ def build_report(repo: Path, base: str, report: Path) -> str:
     )
 
     lines += ["", "## SHAP explanations", "", "| plot | base | head |", "|---|---|---|"]
-    for png in sorted((repo / SHAP_PLOTS).glob("*/*.png")):
+    for png in sorted((repo / SHAP_PLOTS).glob("*.png")):
         rel = png.relative_to(repo).as_posix()
-        name = f"{png.parent.name}-{png.stem}"
+        name = png.stem
         lines.append(
             _pair_row(images, report_dir, name, _git_show(repo, base, rel), png.read_bytes())
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.params import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS, ExplainParams
+from fmnist_shap.variants import ALL_VARIANTS, MASKERS, ExplainParams, Variant, selected_variants
 
 METRICS = (
     "deletion_auc",
@@ -21,7 +21,6 @@ METRICS = (
     "randomization_spearman",
     "additivity_max_error",
 )
-CURVES = ("deletion", "insertion")
 BASELINES = {"integrated_gradients": "black image", "expected_gradients": "training images"}
 
 
@@ -29,7 +28,7 @@ BASELINES = {"integrated_gradients": "black image", "expected_gradients": "train
 class VariantResult:
     """One explain variant's metrics and its averaged curves."""
 
-    name: str  # the folder under reports/explain, e.g. partition-blur
+    name: str  # its key in reports/explain/metrics.json, e.g. partition-blur
     explainer: str
     masking: str  # the masker for shap explainers, the baseline for gradient ones
     metrics: dict[str, float]
@@ -41,34 +40,39 @@ class VariantResult:
         return self.metrics["insertion_auc"] - self.metrics["deletion_auc"]
 
 
-def variant_names(params: ExplainParams) -> list[tuple[str, str, str]]:
-    """(folder, explainer, masking) of every variant params.yaml asks dvc.yaml to build."""
-    shap_variants = [
-        (f"{explainer}-{masker}", explainer, f"{masker} ({MASKERS[masker]})")
-        for explainer in params.explainers
-        for masker in params.maskers
-    ]
-    gradient_variants = [(name, name, BASELINES[name]) for name in params.gradient_explainers]
-    return shap_variants + gradient_variants
+def masking(variant: Variant) -> str:
+    """What a variant compares the image with: its masker, or its gradient baseline."""
+    if variant.masker is None:
+        return BASELINES[variant.explainer]
+    return f"{variant.masker} ({MASKERS[variant.masker]})"
 
 
 def load_results(explain_dir: str | Path, params: ExplainParams) -> list[VariantResult]:
-    """Every variant's metrics.json and curves.csv, checked before anything is written."""
+    """Every selected variant's metrics and curves, checked before anything is written."""
+    folder = Path(explain_dir)
+    try:
+        all_metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{folder}/metrics.json: unreadable ({error}); run `dvc repro`") from None
     results = []
-    for name, explainer, masking in variant_names(params):
-        folder = Path(explain_dir) / name
+    for variant in selected_variants(params):
+        curves_file = folder / "variants" / variant.name / "curves.csv"
         try:
-            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-            rows = list(csv.DictReader(io.StringIO((folder / "curves.csv").read_text("utf-8"))))
+            metrics = all_metrics[variant.name]
+            rows = list(csv.DictReader(io.StringIO(curves_file.read_text("utf-8"))))
             curves = {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
-            missing = [key for key in METRICS if key not in metrics]
         except (OSError, ValueError, IndexError, KeyError) as error:
             raise UserError(
-                f"{folder}: results missing or unreadable ({error}); run `dvc repro`"
+                f"{variant.name}: results missing or unreadable ({error}); run `dvc repro`"
             ) from None
+        missing = [key for key in METRICS if key not in metrics]
         if missing:
-            raise UserError(f"{folder}/metrics.json: lacks {missing[0]}; run `dvc repro -f`")
-        results.append(VariantResult(name, explainer, masking, metrics, curves))
+            raise UserError(
+                f"{folder}/metrics.json: {variant.name} lacks {missing[0]}; run `dvc repro -f`"
+            )
+        results.append(
+            VariantResult(variant.name, variant.explainer, masking(variant), metrics, curves)
+        )
     return results
 
 
@@ -125,12 +129,12 @@ def curves_csv(results: list[VariantResult], curve: str) -> str:
     for result in results:
         if not np.array_equal(result.curves["fraction"], fraction):
             raise UserError(
-                f"reports/explain/{result.name}/curves.csv: other steps than the rest; "
-                "run `dvc repro -f` on the explain stages"
+                f"{result.name}: curves.csv has other steps than the rest; "
+                "run `dvc repro -f explain`"
             )
     chance = np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
     built = {r.name: r.curves[curve] for r in results}
-    every = [name for name, _, _ in variant_names(ALL_VARIANTS)]
+    every = [variant.name for variant in ALL_VARIANTS]
     columns = {"fraction": fraction} | {name: built.get(name) for name in every}
     columns["random"] = chance
     rows = [",".join(columns)]
@@ -141,8 +145,3 @@ def curves_csv(results: list[VariantResult], curve: str) -> str:
 
 def _number(value: float) -> str:
     return f"{value:.6f}" if math.isfinite(value) else "nan"
-
-
-ALL_VARIANTS = ExplainParams(
-    explainers=EXPLAINERS, maskers=tuple(MASKERS), gradient_explainers=GRADIENT_EXPLAINERS
-)

@@ -15,7 +15,31 @@ from tqdm import tqdm
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.model import CNN, batched_logits, chunked_logits, make_forward
-from fmnist_shap.params import TrainParams
+from fmnist_shap.params import require
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimiser and schedule for the CNN."""
+
+    lr: float = 2e-3
+    lr_schedule: str = "cosine"  # "cosine" (decays to 0 over all steps) or "constant"
+    epochs: int = 6
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "train.lr", "must be > 0, e.g. 0.002")
+        require(self.lr < 1, "train.lr", "must be < 1, e.g. 0.002")
+        require(
+            self.lr_schedule in ("cosine", "constant"),
+            "train.lr_schedule",
+            f"is {self.lr_schedule!r}; use 'cosine' or 'constant'",
+        )
+        require(self.epochs > 0, "train.epochs", "must be a positive integer, e.g. 6")
+        require(self.batch_size > 0, "train.batch_size", "must be a positive integer, e.g. 128")
+        require(self.seed >= 0, "train.seed", "must be >= 0")
+
 
 EVAL_BATCH = 512  # rows per validation call; its compile time grows with rows / CHUNK_ROWS
 

@@ -1,0 +1,69 @@
+"""The experiment loop's timings, each next to its target, measured in one run in a temporary clone.
+
+    python benchmarks/loop.py            # (or: make bench-loop) about 12 minutes on 2 cores
+
+Clones the committed HEAD into a temporary folder with this checkout's raw data, then times, in
+order: a forced full `dvc repro -f`, a no-op `dvc repro` (best of three), a 1-epoch experiment,
+an explain-only experiment, the quick test tier and the whole test suite. Nothing is asserted:
+the numbers are printed as measured (a shared machine makes any one of them noisy).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (what, command, target seconds)
+STEPS = (
+    ("dvc repro -f (default params)", ["dvc", "repro", "-f"], 240),
+    ("no-op dvc repro", ["dvc", "repro"], 1.0),
+    ("dvc exp run -S train.epochs=1", ["dvc", "exp", "run", "-S", "train.epochs=1"], 90),
+    ("dvc exp run -S explain.seed=1", ["dvc", "exp", "run", "-S", "explain.seed=1"], 60),
+    ("quick tests (make test-fast)", [sys.executable, "-m", "pytest", "-q", "-m", "not slow"], 45),
+    ("all tests (make test, tests alone)", [sys.executable, "-m", "pytest", "-q"], 240),
+)
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--skip-tests", action="store_true", help="time the pipeline rows only")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    for key in ("DVC_EXP_NAME", "DVC_ROOT", "GIT_DIR", "GIT_WORK_TREE"):
+        env.pop(key, None)
+    for who in ("AUTHOR", "COMMITTER"):  # experiments are commits
+        env.setdefault(f"GIT_{who}_NAME", "bench")
+        env.setdefault(f"GIT_{who}_EMAIL", "bench@example.invalid")
+    with tempfile.TemporaryDirectory(prefix="fmnist-shap-loop-") as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        shutil.copytree(REPO / "data" / "raw", clone / "data" / "raw")
+        env["PYTHONPATH"] = str(clone / "src")
+        print(f"clone of {REPO} at HEAD, {os.cpu_count()} cores; seconds measured vs target")
+        for what, cmd, target in STEPS:
+            if args.skip_tests and "pytest" in cmd:
+                continue
+            runs = 3 if what.startswith("no-op") else 1
+            seconds = min(timed(cmd, clone, env) for _ in range(runs))
+            verdict = "met" if seconds <= target else "NOT met"
+            print(f"  {what:38s} {seconds:7.1f} s   target {target:>5} s   {verdict}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

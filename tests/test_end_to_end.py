@@ -1,0 +1,272 @@
+"""End to end on real git and real DVC: one small-params copy of the project, reproduced once
+and shared by every test here, in order — outputs, determinism, precise deps, a remote and a
+fresh clone, experiments, and the PR report built from one of them."""
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, subprocess_env
+
+pytestmark = pytest.mark.slow
+
+SMALL_PARAMS = {
+    "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
+    "train": {"epochs": 1, "batch_size": 100},
+    # Three of the eight variants keep the test short; the default builds all of them.
+    "explain": {
+        "explainers": ["partition", "permutation"],
+        "maskers": ["telea"],
+        "gradient_explainers": ["integrated_gradients"],
+        "samples_per_set": 1,
+        "top_k": 3,
+        "partition_max_evals": 100,
+        "permutation_max_evals": 1569,
+        "integrated_gradients_samples": 32,
+        "faithfulness_steps": 16,
+    },
+}
+VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients")
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def copy_repository(dest: Path, raw_dir: Path) -> None:
+    """The repository's tracked and unignored files as they are now, plus the raw data."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    shutil.copytree(raw_dir, dest / "data" / "raw")
+
+
+def lock_hashes(repo: Path) -> dict[str, str]:
+    """Every output's md5 in dvc.lock, by path."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+    }
+
+
+@dataclass(frozen=True)
+class Project:
+    path: Path
+    env: dict[str, str]
+    repro_output: str  # what the first `dvc repro` printed
+
+    def run(self, *cmd: str) -> str:
+        return run(list(cmd), self.path, self.env)
+
+    def back_to_head(self) -> None:
+        """Drop what a test left in the workspace: git files, then DVC outputs."""
+        self.run("git", "checkout", "--", ".")
+        self.run("dvc", "checkout", "--force", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def project(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The small-params copy, reproduced and committed as `main`."""
+    path = tmp_path_factory.mktemp("e2e") / "project"
+    path.mkdir()
+    copy_repository(path, raw_dir)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    for section, values in SMALL_PARAMS.items():
+        params[section].update(values)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = subprocess_env(path / "src")  # the copy's library, not the installed one
+    run(["git", "init", "-q", "-b", "main"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-q", "-m", "copy"], path, env)  # dvclive wants a commit to log against
+    run(["dvc", "commit", "--force", "--quiet", "data/raw.dvc"], path, env)  # raw data into cache
+    output = run(["dvc", "repro"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-q", "-m", "baseline"], path, env)
+    return Project(path, env, output)
+
+
+def test_repro_builds_every_output(project: Project) -> None:
+    for stage in ("prepare", "train", "evaluate", "explain", "summarize"):
+        assert f"Running stage '{stage}'" in project.repro_output
+    root = project.path
+    for rel in (
+        "data/prepared/train.npz",
+        "data/prepared/test.npz",
+        "models/model.npz",
+        "reports/train/plots/metrics/val_loss.tsv",
+        "reports/eval/confusion.csv",
+        "reports/eval/classification_report.txt",
+        "reports/explain/plots/partition-telea-correct.png",
+        "reports/explain/plots/permutation-telea-wrong.png",
+        "reports/explain/variants/permutation-telea/values.npz",
+        "reports/explain/variants/permutation-telea/samples.csv",
+        "reports/explain/variants/integrated_gradients/curves.csv",
+        "reports/faithfulness/summary.md",
+        "reports/faithfulness/deletion.csv",
+    ):
+        assert (root / rel).is_file(), rel
+    metrics = json.loads((root / "reports/eval/metrics.json").read_text())
+    assert 0.5 < metrics["accuracy"] <= 1.0  # one epoch on 2k real images
+    assert len((root / "reports/eval/confusion.csv").read_text().splitlines()) == 1001
+    explain_metrics = json.loads((root / "reports/explain/metrics.json").read_text())
+    assert set(explain_metrics) == set(VARIANTS)  # only the selected variants
+    assert explain_metrics["partition-telea"]["additivity_max_error"] < 1e-4
+    assert explain_metrics["partition-telea"]["evals_per_image"] == 100
+
+
+def test_status_clean_and_second_repro_does_nothing(project: Project) -> None:
+    assert "up to date" in project.run("dvc", "status")
+    assert "Running stage" not in project.run("dvc", "repro")
+
+
+def test_metrics_and_plots_commands_work(project: Project) -> None:
+    shown = json.loads(project.run("dvc", "metrics", "show", "--json"))
+    files = shown[""]["data"]
+    assert "accuracy" in files["reports/eval/metrics.json"]["data"]
+    assert "val_accuracy" in files["reports/train/metrics.json"]["data"]
+    explain_metrics = files["reports/explain/metrics.json"]["data"]
+    for variant in VARIANTS:
+        for key in (
+            "additivity_max_error",
+            "deletion_auc",
+            "insertion_auc",
+            "deletion_auc_random",
+            "insertion_auc_random",
+            "randomization_spearman",
+        ):
+            assert key in explain_metrics[variant], (variant, key)
+    table = project.run("dvc", "metrics", "show", "--md")
+    assert "permutation-telea.insertion_auc" in table  # one column per variant and metric
+    out = project.run("dvc", "plots", "show", "-o", "plots_html")
+    html = (project.path / "plots_html" / "index.html").read_text()
+    assert "Confusion matrix" in html and "Training curves" in html, out
+    assert "Deletion AUC per variant" in html and "Insertion curves" in html
+    for variant in VARIANTS:
+        assert f"reports/explain/plots/{variant}-correct.png" in html
+    shutil.rmtree(project.path / "plots_html")
+
+
+def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
+    before = lock_hashes(project.path)
+    values = project.path / "reports/explain/variants/permutation-telea/values.npz"
+    values_bytes = values.read_bytes()
+    project.run("dvc", "repro", "-f")
+    after = lock_hashes(project.path)
+    # Timing is the one output that differs by nature; it lives in its own file.
+    timing = {path for path in before if path.endswith("timing.json")}
+    assert {p: h for p, h in after.items() if p not in timing} == {
+        p: h for p, h in before.items() if p not in timing
+    }
+    assert {"data/prepared/train.npz", "models/model.npz", "reports/explain/variants"} <= set(
+        before
+    )
+    assert values.read_bytes() == values_bytes
+    project.back_to_head()
+
+
+def _stale_stages(project: Project) -> set[str]:
+    return set(json.loads(project.run("dvc", "status", "--json")))
+
+
+def test_explain_code_and_params_rerun_only_what_reads_them(project: Project) -> None:
+    with (project.path / "src/fmnist_shap/explain.py").open("a") as code:
+        code.write("# an edit\n")
+    assert _stale_stages(project) == {"explain"}
+    project.back_to_head()
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["explain"]["seed"] = 1
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"explain"}
+    project.back_to_head()
+    with (project.path / "src/fmnist_shap/raw.py").open("a") as code:
+        code.write("# an edit to the download code\n")
+    assert _stale_stages(project) == {"prepare"}
+    project.back_to_head()
+    assert _stale_stages(project) == set()
+
+
+def test_push_then_pull_in_a_fresh_clone(project: Project, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    project.run("dvc", "remote", "add", "--local", "-d", "-f", "test", str(remote))
+    project.run("dvc", "push", "--quiet")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project.path), str(clone)], tmp_path, project.env)
+    run(["dvc", "remote", "add", "--local", "-d", "-f", "test", str(remote)], clone, project.env)
+    run(["dvc", "pull", "--quiet"], clone, project.env)
+    assert (clone / "models/model.npz").read_bytes() == (
+        project.path / "models/model.npz"
+    ).read_bytes()
+    assert (clone / "data/raw/train-images-idx3-ubyte").is_file()
+    assert "up to date" in run(["dvc", "status"], clone, project.env)
+    assert "Running stage" not in run(["dvc", "repro"], clone, project.env)
+    assert lock_hashes(clone) == lock_hashes(project.path)
+
+
+def _accuracy(row: dict) -> float:
+    return row["data"]["metrics"]["reports/eval/metrics.json"]["data"]["accuracy"]
+
+
+def test_two_experiments_show_and_diff(project: Project) -> None:
+    project.run("dvc", "exp", "run", "--quiet", "-n", "lr-low", "-S", "train.lr=0.0002")
+    project.run("dvc", "exp", "run", "--quiet", "-n", "lr-high", "-S", "train.lr=0.008")
+    shown = json.loads(project.run("dvc", "exp", "show", "--json"))
+    experiments = {
+        exp["name"]: exp["revs"][0] for commit in shown for exp in (commit.get("experiments") or [])
+    }
+    assert {"lr-high", "lr-low"} <= set(experiments)
+    high, low = experiments["lr-high"], experiments["lr-low"]
+    assert high["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.008
+    assert _accuracy(high) != _accuracy(low)
+    diff = project.run("dvc", "exp", "diff", "lr-low", "lr-high", "--md")
+    assert "train.lr" in diff and "0.0002" in diff and "0.008" in diff
+
+
+def test_pr_report_shows_base_and_head(project: Project) -> None:
+    """The workspace holds the last experiment (lr-high); the report compares it with main."""
+    repo = project.path
+    base_accuracy = json.loads(project.run("git", "show", "main:reports/eval/metrics.json"))[
+        "accuracy"
+    ]
+    head_accuracy = json.loads((repo / "reports/eval/metrics.json").read_text())["accuracy"]
+    assert head_accuracy != base_accuracy
+    project.run("python", "-m", "fmnist_shap.report", "--base", "main")
+    report = (repo / "reports/pr-report.md").read_text()
+    assert "## Explanation faithfulness" in report
+    assert "| partition-telea | " in report and " → " in report  # base and head AUCs
+    assert "train.lr" in report and "0.008" in report  # the param change
+    assert (
+        f"{base_accuracy:.4f}".rstrip("0") in report
+        and f"{head_accuracy:.4f}".rstrip("0") in report
+    )
+    base_png = repo / "reports/pr/base/partition-telea-correct.png"
+    head_png = repo / "reports/pr/head/partition-telea-correct.png"
+    assert "pr/base/partition-telea-correct.png" in report
+    assert "pr/head/partition-telea-correct.png" in report
+    assert base_png.read_bytes() != head_png.read_bytes()
+    committed = subprocess.run(
+        ["git", "show", "main:reports/explain/plots/partition-telea-correct.png"],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert base_png.read_bytes() == committed  # the base image really is the base's
+    assert (repo / "reports/pr/base/confusion.png").read_bytes() != (
+        repo / "reports/pr/head/confusion.png"
+    ).read_bytes()
