@@ -7,12 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import Split
 from fmnist_shap.model import init_model
 from fmnist_shap.raw import DEFAULT_MIRROR, fetch_raw, load_raw
 from fmnist_shap.train import TrainParams, fit
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache() -> None:
+    """The pipeline's on-disk XLA cache: a rerun of the suite loads what the last one compiled
+    (the same executables, so no test sees other numbers)."""
+    enable_compilation_cache()
 
 
 @pytest.fixture(scope="session")

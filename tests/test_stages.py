@@ -267,7 +267,7 @@ def test_explain_refuses_bad_params_before_any_output(
 def test_explain_refuses_a_missing_model_before_any_output(explained: Path, tmp_path: Path) -> None:
     args = _explain_args(explained, tmp_path / "out", _params(tmp_path))
     args[3] = str(tmp_path / "no-model.npz")
-    with pytest.raises(UserError, match="model missing"):
+    with pytest.raises(UserError, match=r"no-model.npz: missing; run `dvc repro train`"):
         explain.main(args)
     assert not (tmp_path / "out").exists()
 

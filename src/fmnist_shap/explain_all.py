@@ -32,6 +32,7 @@ import numpy as np
 from fmnist_shap.artifacts import atomic_dir, npz_bytes, write_bytes, write_json
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
+from fmnist_shap.errors import UserError
 from fmnist_shap.explain import (
     Explanations,
     Samples,
@@ -91,6 +92,17 @@ class Inputs:
     classes_json: str
     model: str
     params: ExplainParams
+
+    def check(self) -> None:
+        """Refuse a missing input file before any worker starts."""
+        for path, stage in (
+            (self.test_npz, "prepare"),
+            (self.train_npz, "prepare"),
+            (self.classes_json, "prepare"),
+            (self.model, "train"),
+        ):
+            if not Path(path).is_file():
+                raise UserError(f"{path}: missing; run `dvc repro {stage}`")
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,7 @@ def explain_all(
 ) -> list[VariantOutputs]:
     """Every variant params.yaml selects, on the same selected test images, in `workers`
     processes (default: one per core); results in the order of `selected_variants`."""
+    inputs.check()
     variants = selected_variants(inputs.params)
     workers = default_workers(len(variants)) if workers is None else workers
     order = sorted(range(len(variants)), key=lambda i: -expected_cost(variants[i]))
