@@ -240,7 +240,11 @@ def main() -> None:
     parser.add_argument("--shap-images", type=int, default=64)
     parser.add_argument("--raw", default=str(REPO / "data" / "raw"))
     parser.add_argument("--model", default=str(REPO / "models" / "model.npz"))
+    parser.add_argument("--peak-only", action="store_true", help="print the matmul peak only")
     args = parser.parse_args()
+    if args.peak_only:
+        print(f"matmul peak {matmul_peak_gflops():.1f} GFLOP/s")
+        return
     model_path = args.model if Path(args.model).is_file() else "-"
 
     print(

@@ -30,6 +30,17 @@ STEPS = (
 )
 
 
+def matmul_gflops() -> float:
+    """This machine's float32 matmul speed right now (best of a few): how fast it is today."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "bench.py"), "--peak-only"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.split()[-2])
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
@@ -55,7 +66,11 @@ def main() -> None:
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         shutil.copytree(REPO / "data" / "raw", clone / "data" / "raw")
         env["PYTHONPATH"] = str(clone / "src")
-        print(f"clone of {REPO} at HEAD, {os.cpu_count()} cores; seconds measured vs target")
+        print(
+            f"clone of {REPO} at HEAD, {os.cpu_count()} cores, matmul "
+            f"{matmul_gflops():.0f} GFLOP/s now (a quiet machine of this kind: ~195-207); "
+            "seconds measured vs target"
+        )
         for what, cmd, target in STEPS:
             if args.skip_tests and "pytest" in cmd:
                 continue
@@ -63,6 +78,7 @@ def main() -> None:
             seconds = min(timed(cmd, clone, env) for _ in range(runs))
             verdict = "met" if seconds <= target else "NOT met"
             print(f"  {what:38s} {seconds:7.1f} s   target {target:>5} s   {verdict}", flush=True)
+        print(f"matmul {matmul_gflops():.0f} GFLOP/s at the end")
 
 
 if __name__ == "__main__":

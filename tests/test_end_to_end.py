@@ -193,7 +193,7 @@ def test_explain_code_and_params_rerun_only_what_reads_them(project: Project) ->
     assert _stale_stages(project) == {"explain"}
     project.back_to_head()
     params = yaml.safe_load((project.path / "params.yaml").read_text())
-    params["explain"]["seed"] = 1
+    params["explain"]["seed"] += 1
     (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale_stages(project) == {"explain"}
     project.back_to_head()

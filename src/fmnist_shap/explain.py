@@ -175,16 +175,9 @@ def explain(
     n, height, width = images_NHW.shape
     model = CountingModel(predict)
     blending = blend_in_model and masker_id == "blur"
-    if blending:
-        masker = BlendingBlurMasker(MASKERS[masker_id], (height, width, 1))
-        shap_model = BlendingModel(model, (height, width, 1))
-    else:
-        masker = shap.maskers.Image(MASKERS[masker_id], (height, width, 1))
-        shap_model = model
-    if explainer_id == "partition":
-        explainer = shap.PartitionExplainer(shap_model, masker)
-    else:
-        explainer = shap.PermutationExplainer(shap_model, masker)
+    masker, shap_model, explainer = _shap_explainer(
+        model, explainer_id, masker_id, (height, width, 1), blending
+    )
     if classes_NK is None:
         classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
     model.rows = 0
@@ -204,26 +197,9 @@ def explain(
         # masker's partition-tree shuffle, Partition to break ties between equally promising
         # nodes of its tree walk (which then changes which nodes it expands). Seed it per image.
         np.random.seed(params.seed + i)
-        if explainer_id == "partition":
-            result = explainer(
-                pixels,
-                max_evals=params.max_evals(explainer_id),
-                batch_size=params.batch_size,
-                outputs=classes_NK[i],
-                silent=True,
-            )
-            values.append(result.values[0, :, :, 0, :])
-            base_values.append(np.asarray(result.base_values[0]))
-        else:
-            result = explainer(
-                pixels,
-                max_evals=params.max_evals(explainer_id),
-                batch_size=params.batch_size,
-                silent=True,
-            )
-            # It returns every class (it ignores `outputs=`): keep this image's top-k ourselves.
-            values.append(result.values[0, :, :, 0, :][..., classes_NK[i]])
-            base_values.append(np.asarray(result.base_values[0])[classes_NK[i]])
+        image_values, image_base = _explain_image(explainer, pixels, classes_NK[i], params)
+        values.append(image_values)
+        base_values.append(image_base)
     seconds = time.perf_counter() - start
     return Explanations(
         values_NHWK=np.stack(values).astype(np.float32),
@@ -232,6 +208,47 @@ def explain(
         evals_per_image=model.rows / n,
         seconds_per_image=seconds / n,
     )
+
+
+def _shap_explainer(
+    model: CountingModel,
+    explainer_id: str,
+    masker_id: str,
+    image_shape: tuple[int, int, int],
+    blending: bool,
+) -> tuple[shap.maskers.Image, Callable[[np.ndarray], np.ndarray], shap.Explainer]:
+    """The masker, the function shap calls, and the explainer for one variant."""
+    if blending:
+        masker = BlendingBlurMasker(MASKERS[masker_id], image_shape)
+        shap_model = BlendingModel(model, image_shape)
+    else:
+        masker = shap.maskers.Image(MASKERS[masker_id], image_shape)
+        shap_model = model
+    if explainer_id == "partition":
+        return masker, shap_model, shap.PartitionExplainer(shap_model, masker)
+    return masker, shap_model, shap.PermutationExplainer(shap_model, masker)
+
+
+def _explain_image(
+    explainer: shap.Explainer, pixels: np.ndarray, classes_K: np.ndarray, params: ExplainParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image's values (H, W, K) and base values (K,) for the classes `classes_K`."""
+    if isinstance(explainer, shap.PartitionExplainer):
+        result = explainer(
+            pixels,
+            max_evals=params.max_evals("partition"),
+            batch_size=params.batch_size,
+            outputs=classes_K,
+            silent=True,
+        )
+        return result.values[0, :, :, 0, :], np.asarray(result.base_values[0])
+    result = explainer(
+        pixels, max_evals=params.max_evals("permutation"), batch_size=params.batch_size, silent=True
+    )
+    # Permutation returns every class (it ignores `outputs=`): keep the image's top-k ourselves.
+    return result.values[0, :, :, 0, :][..., classes_K], np.asarray(result.base_values[0])[
+        classes_K
+    ]
 
 
 def explain_permutation_pair(

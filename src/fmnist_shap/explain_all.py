@@ -21,34 +21,14 @@ Outputs, under the stage's folder:
 
 import multiprocessing
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from fmnist_shap.artifacts import atomic_dir, npz_bytes, write_bytes, write_json
-from fmnist_shap.caches import enable_compilation_cache
-from fmnist_shap.data import load_classes, load_split
+from fmnist_shap.artifacts import atomic_dir, write_bytes, write_json
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain import (
-    Explanations,
-    Samples,
-    additivity_error,
-    explain_permutation_pair,
-    explain_variant,
-    image_plot_png,
-    samples_csv,
-    select_leading_samples,
-    values_arrays,
-)
-from fmnist_shap.faithfulness import faithfulness_curves, randomization_spearman
-from fmnist_shap.model import CNN, init_model, load_model, make_predict_fn
 from fmnist_shap.variants import ExplainParams, Variant, selected_variants
-
-SETS = ("correct", "wrong")
 
 
 @dataclass(frozen=True)
@@ -60,27 +40,6 @@ class VariantOutputs:
     plots: dict[str, bytes]  # set name (correct, wrong) → PNG
     metrics: dict[str, float]
     seconds: float  # wall-clock time of the whole variant (explaining, scoring, plotting)
-
-
-@dataclass(frozen=True)
-class Models:
-    """The trained model and the re-initialised one of the randomization check, with their
-    numpy predictors."""
-
-    trained: CNN
-    predict: Callable[[np.ndarray], np.ndarray]
-    randomized: CNN
-    predict_randomized: Callable[[np.ndarray], np.ndarray]
-
-    @classmethod
-    def build(cls, model: CNN, params: ExplainParams) -> "Models":
-        randomized = init_model(params.random_weights_seed, model.num_classes, model.image_hw)
-        return cls(
-            model,
-            make_predict_fn(model, params.batch_size),
-            randomized,
-            make_predict_fn(randomized, params.batch_size),
-        )
 
 
 @dataclass(frozen=True)
@@ -105,130 +64,16 @@ class Inputs:
                 raise UserError(f"{path}: missing; run `dvc repro {stage}`")
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """What a worker loads once and keeps for every variant it computes."""
+def _load(inputs: Inputs) -> None:
+    from fmnist_shap.explain_worker import load_in_worker  # jax and shap: in workers only
 
-    models: Models
-    samples: Samples
-    images_NHW: np.ndarray  # the selected test images
-    background_BHW: np.ndarray
-    class_names: tuple[str, ...]
-    params: ExplainParams
-
-    @classmethod
-    def load(cls, inputs: Inputs) -> "Loaded":
-        params = inputs.params
-        test, class_names = load_split(inputs.test_npz), load_classes(inputs.classes_json)
-        models = Models.build(load_model(inputs.model), params)
-        samples = select_leading_samples(
-            models.predict, test.images_NHW, test.labels_N, params.samples_per_set
-        )
-        background = load_split(inputs.train_npz).images_NHW
-        images = test.images_NHW[samples.test_index_N]
-        return cls(models, samples, images, background, class_names, params)
+    load_in_worker(inputs)
 
 
-def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
-    """One variant: its explanations, the randomization check, faithfulness, plots."""
-    start = time.perf_counter()
-    models, samples, params = loaded.models, loaded.samples, loaded.params
-    images_NHW, background_BHW = loaded.images_NHW, loaded.background_BHW
-    if variant.explainer == "permutation":
-        explanations, randomized = explain_permutation_pair(
-            models.predict, models.predict_randomized, images_NHW, variant.masker, params
-        )
-    else:
-        explanations = explain_variant(
-            models.trained,
-            models.predict,
-            images_NHW,
-            variant.explainer,
-            variant.masker,
-            params,
-            background_BHW,
-        )
-        randomized = explain_variant(
-            models.randomized,
-            models.predict_randomized,
-            images_NHW,
-            variant.explainer,
-            variant.masker,
-            params,
-            background_BHW,
-            classes_NK=explanations.classes_NK[:, :1],
-        )
-    top1_N = explanations.classes_NK[:, 0]
-    curves = faithfulness_curves(
-        models.predict,
-        images_NHW,
-        explanations.values_NHWK[..., 0],
-        top1_N,
-        params.substrate,
-        params.faithfulness_steps,
-        params.seed,
-    )
-    metrics = {
-        "additivity_max_error": additivity_error(explanations, samples.logits_NC),
-        "evals_per_image": explanations.evals_per_image,
-        **curves.metrics(),
-        "randomization_spearman": randomization_spearman(
-            explanations.values_NHWK[..., 0], randomized.values_NHWK[..., 0]
-        ),
-    }
-    class_names = loaded.class_names
-    plots = _plots(variant, explanations, samples, images_NHW, class_names)
-    files = {
-        "values.npz": npz_bytes(values_arrays(explanations, samples, images_NHW, class_names)),
-        "samples.csv": samples_csv(samples, class_names).encode(),
-        "curves.csv": curves.csv().encode(),
-    }
-    return VariantOutputs(variant, files, plots, metrics, time.perf_counter() - start)
+def _explain(variant: Variant) -> VariantOutputs:
+    from fmnist_shap.explain_worker import explain_in_worker
 
-
-def _plots(
-    variant: Variant,
-    explanations: Explanations,
-    samples: Samples,
-    images_NHW: np.ndarray,
-    class_names: tuple[str, ...],
-) -> dict[str, bytes]:
-    rows = {
-        "correct": np.flatnonzero(samples.correct_N),
-        "wrong": np.flatnonzero(~samples.correct_N),
-    }
-    return {
-        set_name: image_plot_png(
-            explanations,
-            samples,
-            images_NHW,
-            class_names,
-            rows[set_name],
-            f"{variant.label} · {set_name} predictions",
-        )
-        for set_name in SETS
-    }
-
-
-# A worker process's loaded inputs, or the error loading them raised (re-raised per variant,
-# so a bad input reaches the stage as its one-line error, not as a broken pool).
-_loaded: Loaded | Exception | None = None
-
-
-def _load_in_worker(inputs: Inputs) -> None:
-    global _loaded
-    enable_compilation_cache()  # compiled once on a machine, loaded by every later process
-    try:
-        _loaded = Loaded.load(inputs)
-    except Exception as error:
-        _loaded = error
-
-
-def _explain_in_worker(variant: Variant) -> VariantOutputs:
-    if isinstance(_loaded, Exception):
-        raise _loaded
-    assert _loaded is not None, "the worker's initializer did not run"
-    return explain_one(variant, _loaded)
+    return explain_in_worker(variant)
 
 
 def expected_cost(variant: Variant) -> int:
@@ -256,9 +101,9 @@ def explain_all(
     order = sorted(range(len(variants)), key=lambda i: -expected_cost(variants[i]))
     results: dict[int, VariantOutputs] = {}
     if workers == 1:
-        _load_in_worker(inputs)
+        _load(inputs)
         for i in order:
-            results[i] = _explain_in_worker(variants[i])
+            results[i] = _explain(variants[i])
             if on_variant is not None:
                 on_variant(results[i])
         return [results[i] for i in range(len(variants))]
@@ -267,10 +112,10 @@ def explain_all(
     with ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # fork and jax's threads do not mix
-        initializer=_load_in_worker,
+        initializer=_load,
         initargs=(inputs,),
     ) as pool:
-        futures = {pool.submit(_explain_in_worker, variants[i]): i for i in order}
+        futures = {pool.submit(_explain, variants[i]): i for i in order}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             if on_variant is not None:
