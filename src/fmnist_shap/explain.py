@@ -182,7 +182,7 @@ def explain(
         classes_NK = top_classes(predict(images_NHW.astype(np.float32)), params.top_k)
     model.rows = 0
 
-    values, base_values = [], []
+    per_image = []
     start = time.perf_counter()
     # One image per call: each gets its own output classes, and its own seed (shap's base
     # Explainer also spends extra main-effect evaluations from the second row of a multi-row
@@ -193,13 +193,8 @@ def explain(
             shap_model.set_image(pixels[0], masker.fill(pixels[0]))
         else:
             forget_blur_cache(masker)
-        # shap draws from numpy's global RNG: Permutation for its orderings and the image
-        # masker's partition-tree shuffle, Partition to break ties between equally promising
-        # nodes of its tree walk (which then changes which nodes it expands). Seed it per image.
-        np.random.seed(params.seed + i)
-        image_values, image_base = _explain_image(explainer, pixels, classes_NK[i], params)
-        values.append(image_values)
-        base_values.append(image_base)
+        per_image.append(_explain_image(explainer, pixels, classes_NK[i], params, params.seed + i))
+    values, base_values = zip(*per_image, strict=True)
     seconds = time.perf_counter() - start
     return Explanations(
         values_NHWK=np.stack(values).astype(np.float32),
@@ -230,9 +225,17 @@ def _shap_explainer(
 
 
 def _explain_image(
-    explainer: shap.Explainer, pixels: np.ndarray, classes_K: np.ndarray, params: ExplainParams
+    explainer: shap.Explainer,
+    pixels: np.ndarray,
+    classes_K: np.ndarray,
+    params: ExplainParams,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One image's values (H, W, K) and base values (K,) for the classes `classes_K`."""
+    # shap draws from numpy's global RNG: Permutation for its orderings and the image masker's
+    # partition-tree shuffle, Partition to break ties between equally promising nodes of its
+    # tree walk (which then changes which nodes it expands). Seed it per image.
+    np.random.seed(seed)
     if isinstance(explainer, shap.PartitionExplainer):
         result = explainer(
             pixels,

@@ -24,7 +24,7 @@ class ExplainParams:
     permutation_max_evals: int = 1600
     batch_size: int = 512  # rows per model call shap may send; the model pads to powers of two
     seed: int = 0  # Permutation's orderings, EG's draws, the random baseline's pixel orders
-    explainers: tuple[str, ...] = EXPLAINERS  # the variants dvc.yaml builds (matrix)
+    explainers: tuple[str, ...] = EXPLAINERS  # × maskers: the shap variants explain computes
     maskers: tuple[str, ...] = tuple(MASKERS)
     gradient_explainers: tuple[str, ...] = GRADIENT_EXPLAINERS
     integrated_gradients_samples: int = 256  # points on the path from the black image
