@@ -249,9 +249,8 @@ def _explain_image(
         pixels, max_evals=params.max_evals("permutation"), batch_size=params.batch_size, silent=True
     )
     # Permutation returns every class (it ignores `outputs=`): keep the image's top-k ourselves.
-    return result.values[0, :, :, 0, :][..., classes_K], np.asarray(result.base_values[0])[
-        classes_K
-    ]
+    values_HWC, base_C = result.values[0, :, :, 0, :], np.asarray(result.base_values[0])
+    return values_HWC[..., classes_K], base_C[classes_K]
 
 
 def explain_permutation_pair(
