@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 
+from fmnist_shap.data import CLASS_NAMES
 from fmnist_shap.explain import explain_variant, select_samples
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.params import load_params
@@ -37,7 +38,7 @@ SWEEP = (  # (epochs, batch_size, lr), cosine schedule
 
 def train_and_score(train, val, test, params: TrainParams) -> tuple[object, list[float], float]:
     """Train from the params' seed; return the model, per-epoch seconds and test accuracy."""
-    model = init_model(params.seed)
+    model = init_model(params.seed, len(CLASS_NAMES), train.images_NHW.shape[1:])
     stamps = [time.perf_counter()]
     fit(model, train, val, params, on_epoch=lambda log: stamps.append(time.perf_counter()))
     accuracy = float((make_predict_fn(model)(test.images_NHW).argmax(-1) == test.labels_N).mean())

@@ -8,6 +8,7 @@ image (cold start and steady state) for both predict functions, and the ratios.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -23,18 +24,22 @@ import numpy as np
 import optax
 from flax import nnx
 
+from fmnist_shap.data import CLASS_NAMES
 from fmnist_shap.model import CHUNK_ROWS, CNN, init_model
+from fmnist_shap.params import load_params
 from fmnist_shap.raw import load_raw
 from fmnist_shap.train import (
     TrainParams,
     epoch_batches,
+    make_jitted_train_step,
     make_optimizer,
-    make_train_batch,
     make_train_step,
     run_epoch,
 )
+from fmnist_shap.variants import ExplainParams
 
 REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES, IMAGE_HW = len(CLASS_NAMES), (28, 28)  # Fashion-MNIST's
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 20) -> float:
@@ -66,11 +71,11 @@ def ours_images_per_s(
     params: TrainParams, images: jax.Array, labels: jax.Array, steps: int
 ) -> float:
     """Our loop: the jitted step over `steps` batches, no host sync (compiled first, then timed)."""
-    model = init_model(0)
+    model = init_model(0, NUM_CLASSES, IMAGE_HW)
     graphdef, state = nnx.split(model)
     tx = make_optimizer(params, steps)
     opt_state = tx.init(state)
-    train_batch = make_train_batch(graphdef, tx)
+    train_batch = make_jitted_train_step(graphdef, tx)
     batches = epoch_batches(np.random.default_rng(0), len(images), params.batch_size)[:steps]
     carry, losses = run_epoch(
         train_batch, (state, opt_state), images, labels, batches[:2]
@@ -159,7 +164,7 @@ def tutorial_images_per_s(
     params: TrainParams, images: np.ndarray, labels: np.ndarray, steps: int
 ) -> float:
     """The tutorial's loop: unjitted value_and_grad per batch, optax update outside jit, same model."""
-    model = init_model(0)
+    model = init_model(0, NUM_CLASSES, IMAGE_HW)
     graphdef, state = nnx.split(model)
     tx = optax.adam(params.lr)
     opt_state = tx.init(state)
@@ -167,7 +172,7 @@ def tutorial_images_per_s(
 
     def loss_fn(state, xb, yb):
         logits = nnx.merge(graphdef, state)(xb)
-        return optax.softmax_cross_entropy(logits, jax.nn.one_hot(yb, 10)).mean()
+        return optax.softmax_cross_entropy(logits, jax.nn.one_hot(yb, NUM_CLASSES)).mean()
 
     def one(i: int):
         nonlocal state, opt_state
@@ -185,50 +190,37 @@ def tutorial_images_per_s(
     return steps * params.batch_size / (time.perf_counter() - start)
 
 
-SHAP_CHILD = r"""
-import json, sys, time
-import numpy as np
-from fmnist_shap.raw import load_raw
-from fmnist_shap.explain import explain
-from fmnist_shap.model import init_model, load_model, make_predict_fn
-from fmnist_shap.variants import ExplainParams
-style, explainer, n, model_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-model = load_model(model_path) if model_path != "-" else init_model(0)
-_, test = load_raw(sys.argv[5])
-images = test.images_NHW[:n + 1]
-params = ExplainParams(batch_size=512 if style == "ours" else 10)
-if style == "ours":
-    predict = make_predict_fn(model, params.batch_size)
-else:  # tutorial style: the model called eagerly (unjitted), numpy out
-    predict = lambda x: np.asarray(model(np.asarray(x, np.float32).reshape(len(x), 28, 28)))
-blend = style == "ours"  # tutorial style: shap's masker builds each row itself
-t = time.perf_counter()
-explain(predict, images[:1], explainer, "blur", params, blend_in_model=blend)
-cold = time.perf_counter() - t
-result = explain(predict, images[1:], explainer, "blur", params, blend_in_model=blend)
-print(json.dumps({"cold": cold, "steady": result.seconds_per_image,
-                  "values": result.values_NHWK[:2].tolist()}))
-"""
+def shap_child(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> None:
+    """One SHAP measurement, run in a fresh process by `shap_seconds` (`--shap-child`): prints
+    the cold first image's seconds, the steady seconds per image and the first values as JSON."""
+    from fmnist_shap.explain import explain_with_shap
+    from fmnist_shap.model import load_model, make_predict_fn
+
+    model = load_model(model_path) if model_path != "-" else init_model(0, NUM_CLASSES, IMAGE_HW)
+    _, test = load_raw(raw_dir)
+    images = test.images_NHW[: n + 1]
+    params = load_params(REPO / "params.yaml", "explain", ExplainParams)
+    if style == "ours":
+        predict = make_predict_fn(model, params.batch_size)
+    else:  # tutorial style: the model called eagerly (unjitted) on shap's batches of 10
+        params = dataclasses.replace(params, batch_size=10)
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.asarray(model(np.asarray(x, np.float32).reshape(len(x), *IMAGE_HW)))
+
+    blend = style == "ours"  # tutorial style: shap's masker builds each row itself
+    start = time.perf_counter()
+    explain_with_shap(predict, images[:1], explainer, "blur", params, blend_in_model=blend)
+    cold = time.perf_counter() - start
+    result = explain_with_shap(predict, images[1:], explainer, "blur", params, blend_in_model=blend)
+    steady = result.seconds_per_image
+    print(json.dumps({"cold": cold, "steady": steady, "values": result.values_NHWK[:2].tolist()}))
 
 
 def shap_seconds(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> dict:
     """Run one SHAP measurement in a fresh process, so cold start includes every compile."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SHAP_CHILD,
-            style,
-            explainer,
-            str(n),
-            model_path,
-            raw_dir,
-            str(Path(__file__).parent),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, __file__, "--shap-child", style, explainer, str(n), model_path]
+    done = subprocess.run([*command, "--raw", raw_dir], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"SHAP measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -241,7 +233,17 @@ def main() -> None:
     parser.add_argument("--raw", default=str(REPO / "data" / "raw"))
     parser.add_argument("--model", default=str(REPO / "models" / "model.npz"))
     parser.add_argument("--peak-only", action="store_true", help="print the matmul peak only")
+    parser.add_argument(
+        "--shap-child",
+        nargs=4,
+        metavar=("STYLE", "EXPLAINER", "N", "MODEL"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
+    if args.shap_child:
+        style, explainer, n, model = args.shap_child
+        shap_child(style, explainer, int(n), model, args.raw)
+        return
     if args.peak_only:
         print(f"matmul peak {matmul_peak_gflops():.1f} GFLOP/s")
         return
@@ -251,10 +253,11 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}"
     )
-    params = TrainParams()
+    params = load_params(REPO / "params.yaml", "train", TrainParams)
+    budget = load_params(REPO / "params.yaml", "explain", ExplainParams).budget
     train, _ = load_raw(args.raw)
     images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
-    flops = step_flops(init_model(0), params, images, labels)
+    flops = step_flops(init_model(0, NUM_CLASSES, IMAGE_HW), params, images, labels)
     per_image = flops / params.batch_size
     print(
         f"training step (batch {params.batch_size}): {flops / 1e9:.2f} GFLOP "
@@ -290,7 +293,7 @@ def main() -> None:
         ours_values, tut_values = np.asarray(ours_shap["values"]), np.asarray(tut_shap["values"])
         delta = np.abs(ours_values - tut_values).max() / np.abs(tut_values).max()
         totals = np.abs(ours_values.sum(axis=(1, 2)) - tut_values.sum(axis=(1, 2))).max()
-        evals = 500 if explainer == "partition" else 1600
+        evals = budget[explainer]
         print(
             f"shap {explainer} blur ({evals} evals, {args.shap_images} images): "
             f"ours {ours_shap['steady']:.3f} s/image steady, {ours_shap['cold']:.1f} s cold first image; "

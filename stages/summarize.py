@@ -3,16 +3,16 @@
 import argparse
 from pathlib import Path
 
-from fmnist_shap.artifacts import write_text
+from fmnist_shap.artifacts import csv_bytes, write_bytes, write_text
 from fmnist_shap.errors import run_cli
 from fmnist_shap.params import load_params
-from fmnist_shap.summary import bars_csv, curves_csv, load_results, ranked, summary_markdown
+from fmnist_shap.summary import bars_table, curves_table, load_results, ranked, summary_markdown
 from fmnist_shap.variants import ExplainParams
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("explain_dir", help="reports/explain, one folder per variant")
+    parser.add_argument("explain_dir", help="reports/explain: metrics.json, variants/")
     parser.add_argument("out_dir", help="summary.md, bars.csv, deletion.csv, insertion.csv")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
@@ -22,9 +22,9 @@ def main(argv: list[str]) -> None:
 
     out = Path(args.out_dir)
     write_text(out / "summary.md", summary_markdown(results, params))
-    write_text(out / "bars.csv", bars_csv(results))
+    write_bytes(out / "bars.csv", csv_bytes(bars_table(results), "%.4f"))
     for curve in ("deletion", "insertion"):
-        write_text(out / f"{curve}.csv", curves_csv(results, curve))
+        write_bytes(out / f"{curve}.csv", csv_bytes(curves_table(results, curve), "%.6f"))
     best = ranked(results)[0]
     print(f"summarize: {len(results)} variants; most faithful {best.name} ({best.score:.3f})")
 

@@ -6,7 +6,7 @@ from dvclive import Live
 
 from fmnist_shap.artifacts import atomic_dir
 from fmnist_shap.caches import enable_compilation_cache
-from fmnist_shap.data import load_split
+from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import run_cli
 from fmnist_shap.model import init_model, save_model
 from fmnist_shap.params import load_params
@@ -17,6 +17,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("train_npz")
     parser.add_argument("val_npz")
+    parser.add_argument("classes_json", help="the class names: the model's output count")
     parser.add_argument("model_out", help="weights file (.npz)")
     parser.add_argument("log_dir", help="dvclive directory: metrics.json and plots/metrics/*.tsv")
     parser.add_argument("--params", default="params.yaml")
@@ -25,7 +26,8 @@ def main(argv: list[str]) -> None:
     params = load_params(args.params, "train", TrainParams)
     enable_compilation_cache()  # a rerun loads the compiled step instead of compiling it
     train, val = load_split(args.train_npz), load_split(args.val_npz)
-    model = init_model(params.seed)
+    classes = load_classes(args.classes_json)
+    model = init_model(params.seed, len(classes), train.images_NHW.shape[1:])
 
     # dvclive writes into a temporary directory that replaces log_dir only on success.
     with atomic_dir(args.log_dir) as tmp_log_dir:

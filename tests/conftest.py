@@ -1,19 +1,28 @@
 """Shared fixtures: the real Fashion-MNIST files, and small real subsets of them."""
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from fmnist_shap.caches import enable_compilation_cache
-from fmnist_shap.data import Split
+from fmnist_shap.data import CLASS_NAMES, Split
 from fmnist_shap.model import init_model
+from fmnist_shap.params import load_params
 from fmnist_shap.raw import DEFAULT_MIRROR, fetch_raw, load_raw
 from fmnist_shap.train import TrainParams, fit
 
 REPO = Path(__file__).resolve().parents[1]
+NUM_CLASSES, IMAGE_HW = len(CLASS_NAMES), (28, 28)  # Fashion-MNIST's
+
+
+def repo_params[T](section: str, cls: type[T], **changes: Any) -> T:
+    """The repository's params.yaml section, with `changes` (validated like the file)."""
+    return dataclasses.replace(load_params(REPO / "params.yaml", section, cls), **changes)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,8 +68,13 @@ def small_val(raw_splits: tuple[Split, Split]) -> Split:
 @pytest.fixture(scope="session")
 def trained_model(small_train: Split, small_val: Split):
     """A CNN trained for one epoch on 1024 real images: confident enough to have structure."""
-    model = init_model(0)
-    fit(model, small_train, small_val, TrainParams(lr=3e-3, epochs=1, batch_size=64))
+    model = init_model(0, NUM_CLASSES, IMAGE_HW)
+    fit(
+        model,
+        small_train,
+        small_val,
+        repo_params("train", TrainParams, lr=3e-3, epochs=1, batch_size=64),
+    )
     return model
 
 

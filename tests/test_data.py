@@ -1,10 +1,16 @@
 import gzip
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fmnist_shap.artifacts import save_npz
 from fmnist_shap.data import Split, load_split, save_split
 from fmnist_shap.errors import UserError
 from fmnist_shap.raw import (
@@ -15,6 +21,7 @@ from fmnist_shap.raw import (
     split_train_val,
     subset_test,
 )
+from tests.conftest import repo_params
 
 
 def test_raw_shapes_dtypes_and_labels(raw_splits: tuple[Split, Split]) -> None:
@@ -105,12 +112,12 @@ def test_missing_data_directory(tmp_path: Path) -> None:
 
 def test_split_is_seeded_disjoint_and_sized(raw_splits: tuple[Split, Split]) -> None:
     train, _ = raw_splits
-    params = PrepareParams(val_size=1000, seed=3, train_subset=2000)
+    params = repo_params("prepare", PrepareParams, val_size=1000, seed=3, train_subset=2000)
     t1, v1 = split_train_val(train, params)
     t2, v2 = split_train_val(train, params)
     assert (len(t1), len(v1)) == (2000, 1000)
     assert np.array_equal(t1.images_NHW, t2.images_NHW) and np.array_equal(v1.labels_N, v2.labels_N)
-    _, v3 = split_train_val(train, PrepareParams(val_size=1000, seed=4))
+    _, v3 = split_train_val(train, repo_params("prepare", PrepareParams, val_size=1000, seed=4))
     assert not np.array_equal(v1.images_NHW, v3.images_NHW)
     # No validation image is also a training image (compare by content).
     train_keys = {img.tobytes() for img in t1.images_NHW}
@@ -120,9 +127,11 @@ def test_split_is_seeded_disjoint_and_sized(raw_splits: tuple[Split, Split]) -> 
 def test_subsets_larger_than_data_are_refused(raw_splits: tuple[Split, Split]) -> None:
     train, test = raw_splits
     with pytest.raises(UserError, match="prepare.train_subset"):
-        split_train_val(train, PrepareParams(val_size=59000, train_subset=5000))
+        split_train_val(
+            train, repo_params("prepare", PrepareParams, val_size=59000, train_subset=5000)
+        )
     with pytest.raises(UserError, match="prepare.test_subset"):
-        subset_test(test, PrepareParams(test_subset=20000))
+        subset_test(test, repo_params("prepare", PrepareParams, test_subset=20000))
 
 
 def test_prepared_split_round_trip_is_byte_stable(small_train: Split, tmp_path: Path) -> None:
@@ -133,3 +142,72 @@ def test_prepared_split_round_trip_is_byte_stable(small_train: Split, tmp_path: 
     assert loaded.images_NHW.dtype == np.uint8
     assert np.array_equal(loaded.images_NHW, small_train.images_NHW)
     assert np.array_equal(loaded.labels_N, small_train.labels_N)
+
+
+@contextmanager
+def http_server(directory: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving `directory`; yields its base URL."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None  # type: ignore[method-assign]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fetch_over_http_verifies_and_writes(
+    raw_dir: Path, gz_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with http_server(gz_mirror) as url:
+        origins = fetch_raw(tmp_path / "raw", None, urls=(url,), use_dvc_remote=False)
+    assert set(origins.values()) == {f"{url}{name}.gz" for name in RAW_SHA256}
+    for name in RAW_SHA256:
+        assert (tmp_path / "raw" / name).read_bytes() == (raw_dir / name).read_bytes()
+
+
+def test_fetch_over_http_refuses_a_corrupt_file_and_tries_the_next_url(
+    raw_dir: Path, gz_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    corrupt = _gz_mirror(gz_mirror, tmp_path / "corrupt")
+    name = "t10k-labels-idx1-ubyte"
+    payload = bytearray((raw_dir / name).read_bytes())
+    payload[-1] = (payload[-1] + 1) % 10
+    (corrupt / f"{name}.gz").write_bytes(gzip.compress(bytes(payload)))
+    out = tmp_path / "raw"
+    with http_server(corrupt) as url, pytest.raises(UserError, match=rf"{url}{name}.gz: SHA-256"):
+        fetch_raw(out, None, urls=(url,), use_dvc_remote=False)
+    assert not (out / name).exists() and not list(out.glob(".*.tmp"))
+    # A URL that does not answer is reported, and the next one is tried.
+    with http_server(gz_mirror) as good:
+        dead = "http://127.0.0.1:9/"  # the discard port: nothing listens there
+        origins = fetch_raw(out, None, urls=(dead, good), use_dvc_remote=False)
+    assert origins[name] == f"{good}{name}.gz"
+    with pytest.raises(UserError, match=r"not downloadable \(http://127.0.0.1:9/"):
+        fetch_raw(tmp_path / "other", None, urls=(dead,), use_dvc_remote=False)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"images": np.zeros((4, 28, 28), np.float32), "labels": np.zeros(4, np.uint8)}, "dtype"),
+        ({"images": np.zeros((4, 784), np.uint8), "labels": np.zeros(4, np.uint8)}, "ndim"),
+        ({"images": np.zeros((4, 28, 28), np.uint8), "labels": np.zeros(3, np.uint8)}, "length"),
+        ({"images": np.zeros((4, 28, 28), np.uint8)}, "no labels"),
+    ],
+)
+def test_load_split_refuses_bad_arrays(tmp_path: Path, arrays: dict, problem: str) -> None:
+    path = tmp_path / "split.npz"
+    save_npz(path, arrays)
+    with pytest.raises(UserError, match=r"split.npz: (unexpected arrays|unreadable).*prepare`"):
+        load_split(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"junk.npz: unreadable"):
+        load_split(tmp_path / "junk.npz")
+    with pytest.raises(UserError, match=r"absent.npz: missing; run `dvc repro prepare`"):
+        load_split(tmp_path / "absent.npz")

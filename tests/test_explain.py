@@ -1,5 +1,6 @@
 """SHAP explanations on a small model trained on real images: additivity, masker input, top-k."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,10 @@ from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain import (
     BlendingBlurMasker,
-    Samples,
+    SelectedImages,
     additivity_error,
-    explain,
     explain_permutation_pair,
+    explain_with_shap,
     forget_blur_cache,
     image_plot_png,
     select_leading_samples,
@@ -22,9 +23,20 @@ from fmnist_shap.explain import (
 )
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.variants import MASKERS, ExplainParams
+from tests.conftest import IMAGE_HW, NUM_CLASSES, repo_params
 
-FAST = ExplainParams(
-    samples_per_set=1, top_k=3, partition_max_evals=100, permutation_max_evals=1569, batch_size=256
+FAST = repo_params(
+    "explain",
+    ExplainParams,
+    samples_per_set=1,
+    top_k=3,
+    budget={
+        "partition": 100,
+        "permutation": 1569,
+        "integrated_gradients": 8,
+        "expected_gradients": 8,
+    },
+    batch_size=256,
 )
 
 
@@ -40,7 +52,7 @@ def images(small_val: Split) -> np.ndarray:
 
 @pytest.mark.parametrize("masker", list(MASKERS))
 def test_partition_additivity(predict, images: np.ndarray, masker: str) -> None:
-    result = explain(predict, images, "partition", masker, FAST)
+    result = explain_with_shap(predict, images, "partition", masker, FAST)
     assert result.values_NHWK.shape == (2, 28, 28, 3)
     assert additivity_error(result, predict(images)) < 1e-4
     assert np.abs(result.values_NHWK).sum() > 0
@@ -48,7 +60,7 @@ def test_partition_additivity(predict, images: np.ndarray, masker: str) -> None:
 
 @pytest.mark.parametrize("masker", ["blur", "telea"])
 def test_permutation_additivity_and_evaluations(predict, images: np.ndarray, masker: str) -> None:
-    result = explain(predict, images, "permutation", masker, FAST)
+    result = explain_with_shap(predict, images, "permutation", masker, FAST)
     assert additivity_error(result, predict(images)) < 1e-4
     # One forward-and-back pass per image, and no extra main-effect evaluations.
     assert result.evals_per_image == 1569
@@ -56,7 +68,7 @@ def test_permutation_additivity_and_evaluations(predict, images: np.ndarray, mas
 
 @pytest.mark.parametrize("explainer", ["partition", "permutation"])
 def test_top_k_outputs_are_the_models_own(predict, images: np.ndarray, explainer: str) -> None:
-    result = explain(predict, images, explainer, "blur", FAST)
+    result = explain_with_shap(predict, images, explainer, "blur", FAST)
     logits = predict(images)
     assert np.array_equal(result.classes_NK, np.argsort(-logits, axis=-1)[:, :3])
     # The explained outputs really are those classes: values + base equal those logits.
@@ -82,12 +94,10 @@ def test_inpaint_masker_keeps_pixel_values(images: np.ndarray) -> None:
 
 
 def test_permutation_is_identical_on_rerun(predict, images: np.ndarray) -> None:
-    a = explain(predict, images, "permutation", "blur", FAST)
-    b = explain(predict, images, "permutation", "blur", FAST)
+    a = explain_with_shap(predict, images, "permutation", "blur", FAST)
+    b = explain_with_shap(predict, images, "permutation", "blur", FAST)
     assert np.array_equal(a.values_NHWK, b.values_NHWK)
-    c = explain(
-        predict, images, "permutation", "blur", ExplainParams(**{**FAST.__dict__, "seed": 1})
-    )
+    c = explain_with_shap(predict, images, "permutation", "blur", dataclasses.replace(FAST, seed=1))
     assert not np.array_equal(a.values_NHWK, c.values_NHWK)
 
 
@@ -115,10 +125,10 @@ def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
 
 def test_permutation_pair_equals_two_separate_explanations(predict, images: np.ndarray) -> None:
     """One pass over both models' logits gives what two passes give, bit for bit."""
-    randomized = make_predict_fn(init_model(1), batch_size=256)
+    randomized = make_predict_fn(init_model(1, NUM_CLASSES, IMAGE_HW), batch_size=256)
     trained, random_top1 = explain_permutation_pair(predict, randomized, images, "telea", FAST)
-    alone = explain(predict, images, "permutation", "telea", FAST)
-    alone_random = explain(
+    alone = explain_with_shap(predict, images, "permutation", "telea", FAST)
+    alone_random = explain_with_shap(
         randomized, images, "permutation", "telea", FAST, classes_NK=alone.classes_NK[:, :1]
     )
     assert np.array_equal(trained.values_NHWK, alone.values_NHWK)
@@ -169,23 +179,24 @@ def test_top_classes_is_stable_on_ties() -> None:
         ({"maskers": ("blur", "gauss")}, "unknown masker 'gauss'"),
         ({"explainers": ("kernel",)}, "unknown explainer 'kernel'"),
         (
-            {"permutation_max_evals": 1000},
-            "explain.permutation_max_evals is 1000; the minimum is 1569",
+            {"budget": {**FAST.budget, "partition": 2}},
+            "explain.budget.partition is 2; the minimum is 3",
         ),
-        ({"top_k": 0}, "explain.top_k is 0; use 1..10"),
-        ({"top_k": 11}, "explain.top_k is 11; use 1..10"),
+        ({"budget": {"partition": 500}}, "explain.budget.permutation is missing; add it"),
+        ({"budget": {**FAST.budget, "kernel": 9}}, "explain.budget has unknown explainer 'kernel'"),
+        ({"top_k": 0}, "explain.top_k is 0; use 1 or more"),
     ],
 )
 def test_bad_explain_params(overrides: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
-        ExplainParams(**overrides)
+        repo_params("explain", ExplainParams, **overrides)
 
 
 def test_plot_png_is_byte_stable(
     predict, images: np.ndarray, small_val: Split, tmp_path: Path
 ) -> None:
-    result = explain(predict, images, "partition", "blur", FAST)
-    samples = Samples(
+    result = explain_with_shap(predict, images, "partition", "blur", FAST)
+    samples = SelectedImages(
         np.arange(2), np.array([True, False]), small_val.labels_N[:2], predict(images)
     )
     names = tuple(f"class {i}" for i in range(10))
@@ -212,10 +223,12 @@ def test_fast_predict_gives_the_slow_paths_values(
         pixels = np.asarray(pixels, np.float32)
         return np.asarray(model(pixels.reshape(len(pixels), 28, 28)))
 
-    slow_params = ExplainParams(**{**FAST.__dict__, "batch_size": 10})
+    slow_params = dataclasses.replace(FAST, batch_size=10)
     for explainer in ("partition", "permutation"):
-        fast_result = explain(predict, images, explainer, "blur", FAST)
-        slow_result = explain(slow, images, explainer, "blur", slow_params, blend_in_model=False)
+        fast_result = explain_with_shap(predict, images, explainer, "blur", FAST)
+        slow_result = explain_with_shap(
+            slow, images, explainer, "blur", slow_params, blend_in_model=False
+        )
         scale = np.abs(slow_result.values_NHWK).max()
         assert np.array_equal(fast_result.classes_NK, slow_result.classes_NK)
         assert np.allclose(fast_result.base_values_NK, slow_result.base_values_NK, atol=1e-4)
@@ -234,8 +247,8 @@ def test_blending_in_the_model_gives_shaps_own_values(
 ) -> None:
     # The blur masker's rows built in one step per model call are the pixels shap's masker
     # builds row by row, so every value is the same, bit for bit.
-    blended = explain(predict, images, explainer, "blur", FAST)
-    per_row = explain(predict, images, explainer, "blur", FAST, blend_in_model=False)
+    blended = explain_with_shap(predict, images, explainer, "blur", FAST)
+    per_row = explain_with_shap(predict, images, explainer, "blur", FAST, blend_in_model=False)
     assert np.array_equal(blended.values_NHWK, per_row.values_NHWK)
     assert np.array_equal(blended.base_values_NK, per_row.base_values_NK)
     assert blended.evals_per_image == per_row.evals_per_image
@@ -246,8 +259,24 @@ def test_blending_in_the_model_gives_shaps_own_values(
 def test_given_classes_are_the_ones_explained(predict, images: np.ndarray, explainer: str) -> None:
     """The randomization check explains another model's view of the trained model's top-1."""
     classes = np.array([[7], [3]])
-    result = explain(predict, images, explainer, "blur", FAST, classes)
+    result = explain_with_shap(predict, images, explainer, "blur", FAST, classes)
     assert result.values_NHWK.shape == (2, 28, 28, 1)
     explained = np.take_along_axis(predict(images), classes, axis=-1)
     total = result.values_NHWK.sum(axis=(1, 2)) + result.base_values_NK
     assert np.allclose(total, explained, atol=1e-4)
+
+
+def test_one_partition_map_is_the_golden_one(predict, images: np.ndarray) -> None:
+    """Regression anchor: the top class's Partition · blur map of the first image, with the
+    fixture model and the locked releases. Its sum is fixed by additivity; where the value sits
+    (a position-weighted sum) and how many distinct values the tree walk made are not."""
+    result = explain_with_shap(predict, images, "partition", "blur", FAST)
+    values_HW = result.values_NHWK[0, :, :, 0].astype(np.float64)
+    assert result.classes_NK.tolist() == [[7, 5, 8], [9, 8, 6]]
+    np.testing.assert_allclose(
+        result.base_values_NK[0], [-2.948619, -1.698683, 0.088121], atol=2e-5
+    )
+    assert values_HW.sum() == pytest.approx(7.487155, rel=1e-5)
+    position_P = np.arange(values_HW.size).reshape(values_HW.shape)
+    assert (values_HW * position_P).sum() == pytest.approx(3164.8205, rel=1e-4)
+    assert len(np.unique(values_HW)) == 12

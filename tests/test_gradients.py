@@ -5,10 +5,15 @@ import pytest
 
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain import Samples, additivity_error, explain_gradients, image_plot_png
-from fmnist_shap.gradients import expected_gradients, integrated_gradients
+from fmnist_shap.explain import SelectedImages, additivity_error, explain_gradients, image_plot_png
+from fmnist_shap.gradients import (
+    expected_gradients,
+    integrated_gradients,
+    make_path_attributions,
+)
 from fmnist_shap.model import make_predict_fn
 from fmnist_shap.variants import ExplainParams
+from tests.conftest import repo_params
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,13 @@ def test_expected_gradients_seeded_and_complete_in_expectation(
 def test_explain_gradients_gives_the_shared_explanation_format(
     trained_model, predict, images: np.ndarray, small_train: Split, small_val: Split
 ) -> None:
-    params = ExplainParams(top_k=3, integrated_gradients_samples=64, expected_gradients_samples=32)
+    budget = {
+        "partition": 3,
+        "permutation": 1,
+        "integrated_gradients": 64,
+        "expected_gradients": 32,
+    }
+    params = repo_params("explain", ExplainParams, top_k=3, budget=budget)
     logits = predict(images)
     for name in ("integrated_gradients", "expected_gradients"):
         result = explain_gradients(trained_model, images, name, params, small_train.images_NHW)
@@ -85,7 +96,9 @@ def test_explain_gradients_gives_the_shared_explanation_format(
             trained_model, images, name, params, small_train.images_NHW, np.array([[4], [2], [0]])
         )
         assert chosen.classes_NK.tolist() == [[4], [2], [0]]
-    samples = Samples(np.arange(3), np.array([True, True, False]), small_val.labels_N[:3], logits)
+    samples = SelectedImages(
+        np.arange(3), np.array([True, True, False]), small_val.labels_N[:3], logits
+    )
     png = image_plot_png(
         result, samples, images, tuple(map(str, range(10))), np.arange(2), "gradients"
     )
@@ -93,11 +106,38 @@ def test_explain_gradients_gives_the_shared_explanation_format(
 
 
 def test_gradient_explainer_errors(trained_model, images: np.ndarray) -> None:
-    with pytest.raises(UserError, match="unknown gradient explainer 'smoothgrad'"):
-        explain_gradients(trained_model, images, "smoothgrad", ExplainParams())
     with pytest.raises(UserError, match="expected_gradients needs background images"):
-        explain_gradients(trained_model, images, "expected_gradients", ExplainParams())
-    with pytest.raises(UserError, match="explain.integrated_gradients_samples is 0"):
-        ExplainParams(integrated_gradients_samples=0)
+        explain_gradients(
+            trained_model, images, "expected_gradients", repo_params("explain", ExplainParams)
+        )
+    budget = {"partition": 3, "permutation": 1, "integrated_gradients": 0, "expected_gradients": 8}
+    with pytest.raises(
+        UserError, match="explain.budget.integrated_gradients is 0; the minimum is 1"
+    ):
+        repo_params("explain", ExplainParams, budget=budget)
     with pytest.raises(UserError, match="unknown explainer 'deep'"):
-        ExplainParams(gradient_explainers=("deep",))
+        repo_params("explain", ExplainParams, gradient_explainers=("deep",))
+
+
+def test_path_gradients_of_the_requested_classes_match_finite_differences(
+    trained_model, images: np.ndarray
+) -> None:
+    """One path point at α = 1 from a zero baseline gives x · ∇f_c(x): compare ∇f_c with
+    central differences of the model's own logits, for the classes asked for, in their order."""
+    image = images[0].astype(np.float32)
+    classes = np.array([7, 2])
+    attribute = make_path_attributions(trained_model)
+    attributions, _ = attribute(
+        image, np.zeros((1, *image.shape), np.float32), np.ones(1), np.ones(1), classes
+    )
+    pixels = [(r, c) for r, c in zip(*np.nonzero(image > 30), strict=True)][::37][:6]
+    assert len(pixels) >= 4
+    step = 0.5  # pixel units (the model divides by 255); ReLU nets are piecewise linear
+    for row, col in pixels:
+        plus, minus = image.copy(), image.copy()
+        plus[row, col] += step
+        minus[row, col] -= step
+        logits = np.asarray(trained_model(np.stack([plus, minus])), np.float64)
+        numeric = (logits[0, classes] - logits[1, classes]) / (2 * step)
+        analytic = np.asarray(attributions[row, col]) / image[row, col]
+        np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-5)

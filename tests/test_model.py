@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from fmnist_shap.artifacts import load_npz, save_npz
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.model import (
@@ -16,17 +17,17 @@ from fmnist_shap.model import (
     make_predict_fn,
     save_model,
 )
-from tests.conftest import pixels
+from tests.conftest import IMAGE_HW, NUM_CLASSES, pixels
 
 
 def test_logits_shape_and_finite() -> None:
-    logits = make_predict_fn(init_model(0), batch_size=32)(pixels(50))
+    logits = make_predict_fn(init_model(0, NUM_CLASSES, IMAGE_HW), batch_size=32)(pixels(50))
     assert logits.shape == (50, 10) and logits.dtype == np.float32
     assert np.isfinite(logits).all()
 
 
 def test_predict_accepts_any_batch_and_a_channel_axis() -> None:
-    predict = make_predict_fn(init_model(0), batch_size=16)
+    predict = make_predict_fn(init_model(0, NUM_CLASSES, IMAGE_HW), batch_size=16)
     images = pixels(37)
     full = predict(images)
     assert np.allclose(predict(images[:1]), full[:1], atol=1e-5)
@@ -34,13 +35,17 @@ def test_predict_accepts_any_batch_and_a_channel_axis() -> None:
 
 
 def test_seed_fixes_initial_weights() -> None:
-    a, b, c = init_model(3), init_model(3), init_model(4)
+    a, b, c = (
+        init_model(3, NUM_CLASSES, IMAGE_HW),
+        init_model(3, NUM_CLASSES, IMAGE_HW),
+        init_model(4, NUM_CLASSES, IMAGE_HW),
+    )
     assert jnp.array_equal(a.conv2.kernel.get_value(), b.conv2.kernel.get_value())
     assert not jnp.array_equal(a.conv2.kernel.get_value(), c.conv2.kernel.get_value())
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    model = init_model(1)
+    model = init_model(1, NUM_CLASSES, IMAGE_HW)
     save_model(tmp_path / "model.npz", model)
     loaded = load_model(tmp_path / "model.npz")
     images = pixels(20, seed=1)
@@ -54,7 +59,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_model_file_is_not_a_pickle(tmp_path: Path) -> None:
-    save_model(tmp_path / "model.npz", init_model(0))
+    save_model(tmp_path / "model.npz", init_model(0, NUM_CLASSES, IMAGE_HW))
     with np.load(tmp_path / "model.npz", allow_pickle=False) as archive:
         assert "conv1/kernel" in archive.files and "dense/bias" in archive.files
 
@@ -83,7 +88,7 @@ def test_chunked_logits_equal_one_model_call(trained_model, small_val: Split, n:
 def test_chunked_gradients_equal_one_model_call(small_val: Split) -> None:
     # Training differentiates through the chunks: the weight gradients of the mean loss are
     # those of one call over the whole batch, up to float summation order.
-    graphdef, state = nnx.split(init_model(0))
+    graphdef, state = nnx.split(init_model(0, NUM_CLASSES, IMAGE_HW))
     images = jnp.asarray(small_val.images_NHW[:64])
     labels = jnp.asarray(small_val.labels_N[:64], jnp.int32)
 
@@ -96,3 +101,23 @@ def test_chunked_gradients_equal_one_model_call(small_val: Split) -> None:
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(chunked), strict=True):
         assert np.abs(np.asarray(a)).max() > 0
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_load_refuses_wrong_weight_names_or_shapes(tmp_path: Path) -> None:
+    save_model(tmp_path / "model.npz", init_model(0, NUM_CLASSES, IMAGE_HW))
+    good = load_npz(tmp_path / "model.npz")
+
+    renamed = {("conv9/kernel" if k == "conv1/kernel" else k): v for k, v in good.items()}
+    save_npz(tmp_path / "renamed.npz", renamed)
+    with pytest.raises(UserError, match=r"renamed.npz: weights .*conv9/kernel.* do not match"):
+        load_model(tmp_path / "renamed.npz")
+
+    reshaped = good | {"dense/bias": np.zeros(7, np.float32)}
+    save_npz(tmp_path / "reshaped.npz", reshaped)
+    with pytest.raises(UserError, match=r"reshaped.npz: dense/bias has shape \(7,\); retrain"):
+        load_model(tmp_path / "reshaped.npz")
+
+    no_shape = {k: v for k, v in good.items() if k != "__shape__"}
+    save_npz(tmp_path / "no_shape.npz", no_shape)
+    with pytest.raises(UserError, match=r"no_shape.npz: not a model file"):
+        load_model(tmp_path / "no_shape.npz")

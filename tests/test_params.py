@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fmnist_shap.errors import UserError
 from fmnist_shap.params import load_params
@@ -21,11 +22,20 @@ def test_repository_params_load() -> None:
     assert isinstance(load_params(REPO / "params.yaml", "prepare", PrepareParams), PrepareParams)
 
 
+FULL_TRAIN = "train: {lr: 0.01, lr_schedule: constant, epochs: 2, batch_size: 64, seed: 7}"
+
+
 def test_values_are_read(tmp_path: Path) -> None:
-    path = _write(tmp_path, "train: {lr: 0.01, epochs: 2, batch_size: 64, seed: 7}\n")
-    params = load_params(path, "train", TrainParams)
+    params = load_params(_write(tmp_path, FULL_TRAIN + "\n"), "train", TrainParams)
     assert (params.lr, params.epochs, params.batch_size, params.seed) == (0.01, 2, 64, 7)
-    assert params.lr_schedule == "cosine"  # default for keys left out
+    assert params.lr_schedule == "constant"
+
+
+def test_every_key_is_required(tmp_path: Path) -> None:
+    """params.yaml is the one place for every value: the dataclasses have no defaults."""
+    path = _write(tmp_path, "train: {lr: 0.01, epochs: 2, batch_size: 64, seed: 7}\n")
+    with pytest.raises(UserError, match=r"train.lr_schedule is missing; every key of 'train'"):
+        load_params(path, "train", TrainParams)
 
 
 @pytest.mark.parametrize(
@@ -50,22 +60,27 @@ def test_values_are_read(tmp_path: Path) -> None:
     ],
 )
 def test_bad_values_give_one_line_errors(tmp_path: Path, body: str, message: str) -> None:
+    if body.startswith("train: {") and "epoch:" not in body and body.endswith("}"):
+        # one bad value in an otherwise full section
+        good = yaml.safe_load(FULL_TRAIN)["train"]
+        body = yaml.safe_dump({"train": good | yaml.safe_load(body)["train"]})
     with pytest.raises(UserError, match=message) as caught:
         load_params(_write(tmp_path, body + "\n"), "train", TrainParams)
     assert "\n" not in str(caught.value)
 
 
 def test_prepare_subsets(tmp_path: Path) -> None:
-    params = load_params(
-        _write(tmp_path, "prepare: {train_subset: null, test_subset: 100}\n"),
-        "prepare",
-        PrepareParams,
-    )
+    def prepare(**values: object) -> PrepareParams:
+        section = {"val_size": 5000, "seed": 0, "train_subset": None, "test_subset": 100}
+        text = yaml.safe_dump({"prepare": section | values})
+        return load_params(_write(tmp_path, text), "prepare", PrepareParams)
+
+    params = prepare()
     assert params.train_subset is None and params.test_subset == 100
     with pytest.raises(UserError, match="prepare.val_size must be > 0"):
-        load_params(_write(tmp_path, "prepare: {val_size: 0}\n"), "prepare", PrepareParams)
+        prepare(val_size=0)
     with pytest.raises(UserError, match="prepare.train_subset must be > 0"):
-        load_params(_write(tmp_path, "prepare: {train_subset: -5}\n"), "prepare", PrepareParams)
+        prepare(train_subset=-5)
 
 
 def test_missing_params_file(tmp_path: Path) -> None:

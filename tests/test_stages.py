@@ -10,6 +10,7 @@ import yaml
 from fmnist_shap.errors import UserError, run_cli
 from fmnist_shap.variants import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS
 from stages import evaluate, explain, prepare, summarize, train
+from tests.conftest import REPO
 
 SMALL = {
     "prepare": {"val_size": 300, "seed": 0, "train_subset": 600, "test_subset": 200},
@@ -20,9 +21,12 @@ SMALL = {
         "gradient_explainers": ["integrated_gradients", "expected_gradients"],
         "samples_per_set": 1,
         "top_k": 2,
-        "partition_max_evals": 50,
-        "integrated_gradients_samples": 16,
-        "expected_gradients_samples": 16,
+        "budget": {
+            "partition": 50,
+            "permutation": 1569,
+            "integrated_gradients": 16,
+            "expected_gradients": 16,
+        },
         "faithfulness_steps": 8,
     },
 }
@@ -30,7 +34,10 @@ VARIANTS = ("partition-blur", "integrated_gradients", "expected_gradients")
 
 
 def _params(tmp_path: Path, **overrides: dict) -> Path:
-    doc = {section: {**values, **overrides.get(section, {})} for section, values in SMALL.items()}
+    """The repository's params.yaml with SMALL's values, then `overrides`, per section."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in doc.items():
+        values.update(SMALL[section] | overrides.get(section, {}))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -47,6 +54,7 @@ def pipeline_outputs(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         [
             str(prep / "train.npz"),
             str(prep / "val.npz"),
+            str(prep / "classes.json"),
             str(work / "model.npz"),
             str(work / "train"),
             "--params",
@@ -91,9 +99,15 @@ def test_evaluate_writes_flat_metrics_and_confusion(pipeline_outputs: Path) -> N
     assert all(isinstance(v, float) for v in metrics.values())
     assert 0.3 < metrics["accuracy"] <= 1.0
     assert {"macro_f1", "precision_t_shirt_top", "recall_ankle_boot", "f1_bag"} <= set(metrics)
-    rows = (pipeline_outputs / "eval" / "confusion.csv").read_text().splitlines()
-    assert rows[0] == "actual,predicted" and len(rows) == 201
-    correct = sum(a == p for a, p in (row.split(",") for row in rows[1:]))
+    entries = json.loads(
+        (pipeline_outputs / "eval" / "plots" / "sklearn" / "confusion.json").read_text()
+    )
+    test = np.load(pipeline_outputs / "prepared" / "test.npz")
+    class_names = json.loads((pipeline_outputs / "prepared" / "classes.json").read_text())
+    # one entry per test image, in test-set order
+    actual = [class_names["class_names"][label] for label in test["labels"]]
+    assert [e["actual"] for e in entries] == actual and len(entries) == 200
+    correct = sum(e["actual"] == e["predicted"] for e in entries)
     assert correct / 200 == pytest.approx(metrics["accuracy"])
     report = (pipeline_outputs / "eval" / "classification_report.txt").read_text()
     assert "Ankle boot" in report and "macro avg" in report
@@ -107,6 +121,7 @@ def test_bad_params_stop_train_before_any_output(
     args = [
         str(prep / "train.npz"),
         str(prep / "val.npz"),
+        str(prep / "classes.json"),
         str(tmp_path / "m.npz"),
         str(tmp_path / "log"),
         "--params",
@@ -133,6 +148,7 @@ def test_batch_too_large_leaves_previous_outputs_untouched(
             [
                 str(prep / "train.npz"),
                 str(prep / "val.npz"),
+                str(prep / "classes.json"),
                 str(tmp_path / "m.npz"),
                 str(log_dir),
                 "--params",
@@ -229,10 +245,15 @@ def test_random_baseline_is_shared_by_all_variants(explained: Path) -> None:
 def test_summary_ranks_every_variant(explained: Path) -> None:
     out = explained / "faithfulness"
     table = (out / "summary.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [row.split(" | ")[0] for row in rows] == ["| 1", "| 2", "| 3"]
-    assert {row.split(" | ")[1] for row in rows} == set(VARIANTS)
-    scores = [float(row.split(" | ")[8]) for row in rows]
+    cells = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("|")
+    ]
+    header, rows = cells[0], cells[2:]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert {row[header.index("variant")] for row in rows} == set(VARIANTS)
+    scores = [float(row[header.index("insertion − deletion")]) for row in rows]
     assert scores == sorted(scores, reverse=True)
     bars = (out / "bars.csv").read_text().splitlines()
     assert bars[0] == "variant,deletion_auc,insertion_auc" and bars[-1].startswith("random,")
@@ -252,7 +273,11 @@ def test_summary_ranks_every_variant(explained: Path) -> None:
     [
         ({"maskers": ["gauss"]}, "unknown masker 'gauss'"),
         ({"explainers": ["lime"]}, "unknown explainer 'lime'"),
-        ({"permutation_max_evals": 100}, "permutation_max_evals is 100; the minimum is 1569"),
+        (
+            {"budget": {**SMALL["explain"]["budget"], "permutation": 100}},
+            r"explain.budget.permutation is 100; 28×28 images need at least 2·784\+1 = 1569",
+        ),
+        ({"top_k": 11}, "explain.top_k is 11; the data has 10 classes: use 1..10"),
     ],
 )
 def test_explain_refuses_bad_params_before_any_output(

@@ -9,8 +9,12 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd  # only tables call for it: a stage that writes none does not import it
 
 
 def _umask() -> int:
@@ -69,6 +73,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: object) -> None:
     """Write JSON atomically, with sorted keys so reruns give identical bytes."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def csv_bytes(table: "pd.DataFrame", float_format: str | None = None) -> bytes:
+    """A table as CSV: a header row, no index, '\\n' line ends, floats as `float_format`."""
+    text = table.to_csv(index=False, float_format=float_format, lineterminator="\n")
+    return text.encode("utf-8")
 
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:

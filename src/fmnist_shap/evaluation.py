@@ -1,9 +1,11 @@
-"""Test-set metrics: flat scalars for `dvc metrics`, confusion rows for `dvc plots`."""
+"""Test-set metrics: flat scalars for `dvc metrics`, confusion entries for `dvc plots`."""
 
+import os
 import re
 from collections.abc import Sequence
 
 import numpy as np
+from dvclive import Live
 from sklearn.metrics import (
     accuracy_score,
     classification_report,
@@ -11,13 +13,15 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from fmnist_shap.artifacts import atomic_dir, write_text
+
 
 def metric_key(class_name: str) -> str:
     """'T-shirt/top' → 't_shirt_top': a column name that reads well in `dvc exp show`."""
     return re.sub(r"[^a-z0-9]+", "_", class_name.lower()).strip("_")
 
 
-def test_metrics(
+def classification_metrics(
     labels_N: np.ndarray, predicted_N: np.ndarray, class_names: Sequence[str]
 ) -> dict[str, float]:
     """Accuracy, macro F1 and per-class precision/recall/F1 as one flat dict of floats."""
@@ -39,13 +43,26 @@ def test_metrics(
     return {k: round(v, 6) for k, v in metrics.items()}
 
 
-def confusion_csv(labels_N: np.ndarray, predicted_N: np.ndarray, class_names: Sequence[str]) -> str:
-    """One `actual,predicted` row per test image: the input of DVC's `confusion` template."""
-    rows = ["actual,predicted"]
-    rows += [
-        f"{class_names[a]},{class_names[p]}" for a, p in zip(labels_N, predicted_N, strict=True)
-    ]
-    return "\n".join(rows) + "\n"
+def write_evaluation(
+    out_dir: str | os.PathLike,
+    labels_N: np.ndarray,
+    predicted_N: np.ndarray,
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """The stage's outputs, written with dvclive into a folder that replaces `out_dir` whole:
+    metrics.json, plots/sklearn/confusion.json (one actual/predicted entry per test image, in
+    test-set order: DVC's confusion template) and sklearn's classification_report.txt."""
+    metrics = classification_metrics(labels_N, predicted_N, class_names)
+    names = np.asarray(class_names)
+    with atomic_dir(out_dir) as tmp:
+        with Live(str(tmp), save_dvc_exp=False, dvcyaml=False, report=None) as live:
+            for key, value in metrics.items():
+                live.log_metric(key, value, plot=False)
+            live.log_sklearn_plot(
+                "confusion_matrix", names[labels_N], names[predicted_N], name="confusion.json"
+            )
+        write_text(tmp / "classification_report.txt", report_text(labels_N, predicted_N, names))
+    return metrics
 
 
 def report_text(labels_N: np.ndarray, predicted_N: np.ndarray, class_names: Sequence[str]) -> str:

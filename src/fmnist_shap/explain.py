@@ -1,4 +1,4 @@
-"""Explanations of the CNN: shap's Partition or Permutation with blur or inpaint image maskers,
+"""Attributions of the CNN: shap's Partition or Permutation with blur or inpaint image maskers,
 or our JAX Integrated / Expected Gradients (fmnist_shap.gradients).
 
 What is explained: the model's logits (pre-softmax scores), for its own top-k classes of each
@@ -12,23 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import shap
+from scipy.special import softmax
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.faithfulness import softmax
 from fmnist_shap.gradients import expected_gradients, integrated_gradients
 from fmnist_shap.model import CNN, make_predict_fn
-from fmnist_shap.variants import (
-    GRADIENT_EXPLAINERS,
-    MASKERS,
-    ExplainParams,
-    check_explainer,
-    check_masker,
-)
+from fmnist_shap.variants import GRADIENT_EXPLAINERS, ExplainParams, shap_masker
 
 
 @dataclass(frozen=True)
-class Samples:
+class SelectedImages:
     """Which test images are explained, and what the model said about them."""
 
     test_index_N: np.ndarray
@@ -38,8 +33,9 @@ class Samples:
 
 
 @dataclass(frozen=True)
-class Explanations:
-    """SHAP values for each sample's top-k classes, and what it cost."""
+class Attributions:
+    """Attributions (SHAP values or gradient ones) of each selected image's top-k classes, in
+    logits, and what they cost."""
 
     values_NHWK: np.ndarray
     base_values_NK: np.ndarray
@@ -48,7 +44,7 @@ class Explanations:
     seconds_per_image: float
 
 
-def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) -> Samples:
+def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) -> SelectedImages:
     """The first `per_set` correctly and the first `per_set` wrongly predicted test images."""
     predicted = logits_NC.argmax(-1)
     correct = np.flatnonzero(predicted == labels_N)
@@ -60,7 +56,7 @@ def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) ->
                 f"{len(found)} {name} test predictions; lower it"
             )
     index = np.concatenate([correct[:per_set], wrong[:per_set]])
-    return Samples(
+    return SelectedImages(
         test_index_N=index,
         correct_N=np.arange(len(index)) < per_set,
         labels_N=labels_N[index],
@@ -74,7 +70,7 @@ def select_leading_samples(
     labels_N: np.ndarray,
     per_set: int,
     chunk: int = 1024,
-) -> Samples:
+) -> SelectedImages:
     """`select_samples` over the test set, predicting only as many leading images as it takes
     to find `per_set` correct and `per_set` wrong predictions (the same images either way)."""
     parts: list[np.ndarray] = []
@@ -153,7 +149,7 @@ class BlendingModel:
         return self.model(pixels.reshape(len(masks), *self.image_shape))
 
 
-def explain(
+def explain_with_shap(
     predict: Callable[[np.ndarray], np.ndarray],
     images_NHW: np.ndarray,
     explainer_id: str,
@@ -161,7 +157,7 @@ def explain(
     params: ExplainParams,
     classes_NK: np.ndarray | None = None,
     blend_in_model: bool = True,
-) -> Explanations:
+) -> Attributions:
     """Explain logits of each image with the chosen shap explainer and masker: the model's own
     top-k classes, or the given `classes_NK`.
 
@@ -170,8 +166,6 @@ def explain(
     With `blend_in_model`, the blur masker's rows are built in one step per model call
     (`BlendingBlurMasker`); inpainting depends on each mask, so those maskers stay per row.
     """
-    check_explainer(explainer_id)
-    check_masker(masker_id)
     n, height, width = images_NHW.shape
     model = CountingModel(predict)
     blending = blend_in_model and masker_id == "blur"
@@ -196,7 +190,7 @@ def explain(
         per_image.append(_explain_image(explainer, pixels, classes_NK[i], params, params.seed + i))
     values, base_values = zip(*per_image, strict=True)
     seconds = time.perf_counter() - start
-    return Explanations(
+    return Attributions(
         values_NHWK=np.stack(values).astype(np.float32),
         base_values_NK=np.stack(base_values).astype(np.float32),
         classes_NK=classes_NK,
@@ -213,11 +207,12 @@ def _shap_explainer(
     blending: bool,
 ) -> tuple[shap.maskers.Image, Callable[[np.ndarray], np.ndarray], shap.Explainer]:
     """The masker, the function shap calls, and the explainer for one variant."""
+    mask_value = shap_masker(masker_id, image_shape[:2])
     if blending:
-        masker = BlendingBlurMasker(MASKERS[masker_id], image_shape)
+        masker = BlendingBlurMasker(mask_value, image_shape)
         shap_model = BlendingModel(model, image_shape)
     else:
-        masker = shap.maskers.Image(MASKERS[masker_id], image_shape)
+        masker = shap.maskers.Image(mask_value, image_shape)
         shap_model = model
     if explainer_id == "partition":
         return masker, shap_model, shap.PartitionExplainer(shap_model, masker)
@@ -239,14 +234,14 @@ def _explain_image(
     if isinstance(explainer, shap.PartitionExplainer):
         result = explainer(
             pixels,
-            max_evals=params.max_evals("partition"),
+            max_evals=params.budget["partition"],
             batch_size=params.batch_size,
             outputs=classes_K,
             silent=True,
         )
         return result.values[0, :, :, 0, :], np.asarray(result.base_values[0])
     result = explainer(
-        pixels, max_evals=params.max_evals("permutation"), batch_size=params.batch_size, silent=True
+        pixels, max_evals=params.budget["permutation"], batch_size=params.batch_size, silent=True
     )
     # Permutation returns every class (it ignores `outputs=`): keep the image's top-k ourselves.
     values_HWC, base_C = result.values[0, :, :, 0, :], np.asarray(result.base_values[0])
@@ -259,7 +254,7 @@ def explain_permutation_pair(
     images_NHW: np.ndarray,
     masker_id: str,
     params: ExplainParams,
-) -> tuple[Explanations, Explanations]:
+) -> tuple[Attributions, Attributions]:
     """Permutation for the trained model's top-k classes and, on the very same coalitions, for
     the re-initialised model's logit of the trained model's top-1 class.
 
@@ -274,7 +269,7 @@ def explain_permutation_pair(
     def both(pixels: np.ndarray) -> np.ndarray:
         return np.concatenate([predict(pixels), randomized_predict(pixels)], axis=1)
 
-    joint = explain(
+    joint = explain_with_shap(
         both,
         images_NHW,
         "permutation",
@@ -284,8 +279,8 @@ def explain_permutation_pair(
     )
     k = classes_NK.shape[1]
 
-    def part(columns: slice, classes: np.ndarray) -> Explanations:
-        return Explanations(
+    def part(columns: slice, classes: np.ndarray) -> Attributions:
+        return Attributions(
             values_NHWK=joint.values_NHWK[..., columns],
             base_values_NK=joint.base_values_NK[:, columns],
             classes_NK=classes,
@@ -303,32 +298,27 @@ def explain_gradients(
     params: ExplainParams,
     background_BHW: np.ndarray | None = None,
     classes_NK: np.ndarray | None = None,
-) -> Explanations:
+) -> Attributions:
     """Integrated or Expected Gradients of the top-k logits (or of `classes_NK`) of each image.
 
     Expected Gradients draws its baselines from `background_BHW` (training images)."""
-    if explainer_id not in GRADIENT_EXPLAINERS:
-        raise UserError(
-            f"unknown gradient explainer {explainer_id!r}; use one of {', '.join(GRADIENT_EXPLAINERS)}"
-        )
     if classes_NK is None:
         logits = make_predict_fn(model, params.batch_size)(images_NHW)
         classes_NK = top_classes(logits, params.top_k)
     start = time.perf_counter()
+    samples = params.budget[explainer_id]
     if explainer_id == "integrated_gradients":
-        samples = params.integrated_gradients_samples
         values, base_values = integrated_gradients(model, images_NHW, classes_NK, samples)
         points = samples + 1
     else:
         if background_BHW is None or len(background_BHW) == 0:
             raise UserError("expected_gradients needs background images: pass the training set")
-        samples = params.expected_gradients_samples
         values, base_values = expected_gradients(
             model, images_NHW, classes_NK, background_BHW, samples, params.seed
         )
         points = samples
     seconds = time.perf_counter() - start
-    return Explanations(
+    return Attributions(
         values_NHWK=values.astype(np.float32),
         base_values_NK=base_values.astype(np.float32),
         classes_NK=classes_NK,
@@ -346,17 +336,17 @@ def explain_variant(
     params: ExplainParams,
     background_BHW: np.ndarray | None = None,
     classes_NK: np.ndarray | None = None,
-) -> Explanations:
+) -> Attributions:
     """One variant: a gradient explainer on `model`, or a shap explainer and masker on
     `predict` (the same model's numpy predictor)."""
     if explainer_id in GRADIENT_EXPLAINERS:
         return explain_gradients(
             model, images_NHW, explainer_id, params, background_BHW, classes_NK
         )
-    return explain(predict, images_NHW, explainer_id, masker_id, params, classes_NK)
+    return explain_with_shap(predict, images_NHW, explainer_id, masker_id, params, classes_NK)
 
 
-def additivity_error(explanations: Explanations, logits_NC: np.ndarray) -> float:
+def additivity_error(explanations: Attributions, logits_NC: np.ndarray) -> float:
     """Largest |sum of SHAP values + base value − model output| over images and outputs."""
     explained = np.take_along_axis(logits_NC, explanations.classes_NK, axis=-1)
     total = explanations.values_NHWK.sum(axis=(1, 2)) + explanations.base_values_NK
@@ -364,8 +354,8 @@ def additivity_error(explanations: Explanations, logits_NC: np.ndarray) -> float
 
 
 def values_arrays(
-    explanations: Explanations,
-    samples: Samples,
+    explanations: Attributions,
+    samples: SelectedImages,
     images_NHW: np.ndarray,
     class_names: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
@@ -384,22 +374,25 @@ def values_arrays(
     }
 
 
-def samples_csv(samples: Samples, class_names: tuple[str, ...]) -> str:
+def samples_table(samples: SelectedImages, class_names: tuple[str, ...]) -> pd.DataFrame:
     """One row per explained image: set, test index, actual, predicted, predicted probability."""
-    probabilities = softmax(samples.logits_NC)
-    rows = ["set,test_index,actual,predicted,probability"]
-    for i, index in enumerate(samples.test_index_N):
-        predicted = int(samples.logits_NC[i].argmax())
-        rows.append(
-            f"{'correct' if samples.correct_N[i] else 'wrong'},{index},"
-            f"{class_names[samples.labels_N[i]]},{class_names[predicted]},{probabilities[i, predicted]:.4f}"
-        )
-    return "\n".join(rows) + "\n"
+    names = np.array(class_names)
+    predicted_N = samples.logits_NC.argmax(-1)
+    probabilities_NC = softmax(samples.logits_NC, axis=-1)
+    return pd.DataFrame(
+        {
+            "set": np.where(samples.correct_N, "correct", "wrong"),
+            "test_index": samples.test_index_N,
+            "actual": names[samples.labels_N],
+            "predicted": names[predicted_N],
+            "probability": probabilities_NC[np.arange(len(predicted_N)), predicted_N],
+        }
+    )
 
 
 def image_plot_png(
-    explanations: Explanations,
-    samples: Samples,
+    explanations: Attributions,
+    samples: SelectedImages,
     images_NHW: np.ndarray,
     class_names: tuple[str, ...],
     rows: np.ndarray,
@@ -411,7 +404,7 @@ def image_plot_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    probabilities = softmax(samples.logits_NC[rows])
+    probabilities = softmax(samples.logits_NC[rows], axis=-1)
     classes = explanations.classes_NK[rows]
     labels = np.array(
         [

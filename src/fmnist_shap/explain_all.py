@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fmnist_shap.artifacts import atomic_dir, write_bytes, write_json
+from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import UserError
 from fmnist_shap.variants import ExplainParams, Variant, selected_variants
 
@@ -53,7 +54,8 @@ class Inputs:
     params: ExplainParams
 
     def check(self) -> None:
-        """Refuse a missing input file before any worker starts."""
+        """Refuse a missing input file, or settings the data does not allow, before any worker
+        starts."""
         for path, stage in (
             (self.test_npz, "prepare"),
             (self.train_npz, "prepare"),
@@ -62,6 +64,8 @@ class Inputs:
         ):
             if not Path(path).is_file():
                 raise UserError(f"{path}: missing; run `dvc repro {stage}`")
+        test = load_split(self.test_npz)
+        self.params.check_data(test.images_NHW.shape[1:], len(load_classes(self.classes_json)))
 
 
 def _load(inputs: Inputs) -> None:

@@ -10,18 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmnist_shap.artifacts import npz_bytes
+from fmnist_shap.artifacts import csv_bytes, npz_bytes
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.explain import (
-    Explanations,
-    Samples,
+    Attributions,
+    SelectedImages,
     additivity_error,
     explain_permutation_pair,
     explain_variant,
     image_plot_png,
-    samples_csv,
+    samples_table,
     select_leading_samples,
+    top_classes,
     values_arrays,
 )
 from fmnist_shap.explain_all import Inputs, VariantOutputs
@@ -58,7 +59,7 @@ class Loaded:
     """What a worker loads once and keeps for every variant it computes."""
 
     models: Models
-    samples: Samples
+    samples: SelectedImages
     images_NHW: np.ndarray  # the selected test images
     background_BHW: np.ndarray
     class_names: tuple[str, ...]
@@ -77,7 +78,7 @@ class Loaded:
         return cls(models, samples, images, background, class_names, params)
 
 
-def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Explanations, Explanations]:
+def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attributions]:
     """The variant's explanations of the trained model's top-k classes, and of the top-1 class
     with re-initialised weights (the randomization check)."""
     models, params = loaded.models, loaded.params
@@ -93,6 +94,7 @@ def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Explanations, Explan
         variant.masker,
         params,
         loaded.background_BHW,
+        classes_NK=top_classes(loaded.samples.logits_NC, params.top_k),
     )
     randomized = explain_variant(
         models.randomized,
@@ -135,16 +137,16 @@ def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
     plots = _plots(variant, explanations, samples, images_NHW, class_names)
     files = {
         "values.npz": npz_bytes(values_arrays(explanations, samples, images_NHW, class_names)),
-        "samples.csv": samples_csv(samples, class_names).encode(),
-        "curves.csv": curves.csv().encode(),
+        "samples.csv": csv_bytes(samples_table(samples, class_names), "%.4f"),
+        "curves.csv": csv_bytes(curves.table(), "%.6f"),
     }
     return VariantOutputs(variant, files, plots, metrics, time.perf_counter() - start)
 
 
 def _plots(
     variant: Variant,
-    explanations: Explanations,
-    samples: Samples,
+    explanations: Attributions,
+    samples: SelectedImages,
     images_NHW: np.ndarray,
     class_names: tuple[str, ...],
 ) -> dict[str, bytes]:

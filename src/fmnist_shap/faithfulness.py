@@ -24,10 +24,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.stats import rankdata
-
-from fmnist_shap.errors import UserError
-from fmnist_shap.variants import SUBSTRATES
+import pandas as pd
+from scipy.special import softmax
+from scipy.stats import spearmanr
 
 
 @dataclass(frozen=True)
@@ -48,43 +47,33 @@ class Curves:
             "insertion_auc_random": auc(self.fraction_S, self.insertion_random_S),
         }
 
-    def csv(self) -> str:
+    def table(self) -> pd.DataFrame:
         """DVC plot data: one row per step."""
-        rows = ["fraction,deletion,insertion,deletion_random,insertion_random"]
-        for row in zip(
-            self.fraction_S,
-            self.deletion_S,
-            self.insertion_S,
-            self.deletion_random_S,
-            self.insertion_random_S,
-            strict=True,
-        ):
-            rows.append(",".join(f"{value:.6f}" for value in row))
-        return "\n".join(rows) + "\n"
-
-
-def check_substrate(substrate: str) -> None:
-    if substrate not in SUBSTRATES:
-        raise UserError(
-            f"params.yaml: explain.substrate is {substrate!r}; use one of {', '.join(SUBSTRATES)}"
+        return pd.DataFrame(
+            {
+                "fraction": self.fraction_S,
+                "deletion": self.deletion_S,
+                "insertion": self.insertion_S,
+                "deletion_random": self.deletion_random_S,
+                "insertion_random": self.insertion_random_S,
+            }
         )
 
 
 def substrate_image(image_HW: np.ndarray, substrate: str) -> np.ndarray:
     """What removed pixels become: black (0, Fashion-MNIST's background), or the image blurred
     with the same 28×28 box filter as shap's blur(28,28) masker."""
-    check_substrate(substrate)
     image = image_HW.astype(np.float32)
     if substrate == "black":
         return np.zeros_like(image)
+    assert substrate == "blur", f"substrate {substrate!r}: ExplainParams lets through no other"
     height, width = image.shape
     return cv2.blur(image, (width, height))
 
 
 def auc(fraction_S: np.ndarray, probability_S: np.ndarray) -> float:
     """Trapezoid area under a probability curve over fractions 0 … 1: in [0, 1]."""
-    widths = np.diff(fraction_S)
-    return float(np.sum(widths * (probability_S[1:] + probability_S[:-1]) / 2))
+    return float(np.trapezoid(probability_S, fraction_S))
 
 
 def random_order(num_pixels: int, seed: int, image_index: int) -> np.ndarray:
@@ -132,7 +121,6 @@ def faithfulness_curves(
     """Deletion and insertion curves of `attributions_NHW` (one map per image, for class
     `classes_N[n]`) and of a random order, averaged over images. All perturbed images go
     through `predict` in one call, which batches them for the jitted model."""
-    check_substrate(substrate)
     n, height, width = images_NHW.shape
     num_pixels = height * width
     counts_S = step_counts(num_pixels, steps)
@@ -143,7 +131,7 @@ def faithfulness_curves(
         for order_P in (attribution_order(attributions_NHW[i], chance_P), chance_P):
             batches.extend(perturbation_batch(images_NHW[i], substrate_HW, order_P, counts_S))
     logits = predict(np.concatenate(batches))
-    probabilities = softmax(logits).reshape(n, 4, len(counts_S), -1)
+    probabilities = softmax(logits, axis=-1).reshape(n, 4, len(counts_S), -1)
     # (image, curve, step): curves are deletion, insertion, random deletion, random insertion.
     explained_NCS = np.take_along_axis(
         probabilities, classes_N[:, None, None, None].astype(np.int64), axis=-1
@@ -155,10 +143,9 @@ def faithfulness_curves(
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho of two maps (average ranks for ties). A constant map carries no ranking,
     so its correlation with anything is reported as 0."""
-    rank_a, rank_b = rankdata(a.ravel()), rankdata(b.ravel())
-    if rank_a.std() == 0 or rank_b.std() == 0:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
-    return float(np.corrcoef(rank_a, rank_b)[0, 1])
+    return float(spearmanr(a.ravel(), b.ravel()).statistic)
 
 
 def randomization_spearman(attributions_NHW: np.ndarray, randomized_NHW: np.ndarray) -> float:
@@ -171,9 +158,3 @@ def randomization_spearman(attributions_NHW: np.ndarray, randomized_NHW: np.ndar
             ]
         )
     )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from logits, along the last axis."""
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)

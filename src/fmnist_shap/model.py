@@ -16,7 +16,7 @@ from fmnist_shap.errors import UserError
 class CNN(nnx.Module):
     """Conv(32, 3×3, SAME) → relu → Conv(16, 3×3, SAME) → relu → flatten → Dense(classes)."""
 
-    def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int] = (28, 28)):
+    def __init__(self, num_classes: int, rngs: nnx.Rngs, image_hw: tuple[int, int]):
         self.conv1 = nnx.Conv(1, 32, (3, 3), padding="SAME", rngs=rngs)
         self.conv2 = nnx.Conv(32, 16, (3, 3), padding="SAME", rngs=rngs)
         self.dense = nnx.Linear(image_hw[0] * image_hw[1] * 16, num_classes, rngs=rngs)
@@ -52,7 +52,7 @@ def chunked_logits(model: CNN, pixels_NHW: jax.Array, rows: int = CHUNK_ROWS) ->
     return jnp.concatenate([model(pixels_NHW[i : i + rows]) for i in range(0, n, rows)])
 
 
-def init_model(seed: int, num_classes: int = 10, image_hw: tuple[int, int] = (28, 28)) -> CNN:
+def init_model(seed: int, num_classes: int, image_hw: tuple[int, int]) -> CNN:
     """A freshly initialised CNN; the seed fixes every weight."""
     return CNN(num_classes, nnx.Rngs(params=seed), image_hw)
 
@@ -103,8 +103,9 @@ def batched_logits(
 def make_predict_fn(model: CNN, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
     """numpy pixels (N, H, W) or (N, H, W, 1) in [0, 255] → numpy logits (N, classes).
 
-    Inputs are padded to a fixed batch so the jitted forward compiles once, whatever
-    N the caller (shap's explainers, evaluation) passes.
+    Calls of at most `batch_size` rows are padded to the next power of two (8, 16, …,
+    `batch_size`), longer ones cut into `batch_size` chunks (`batched_logits`): the jitted
+    forward compiles a handful of shapes, whatever N the caller (shap, evaluation) passes.
     """
     graphdef, state = nnx.split(model)
     forward = make_forward(graphdef)

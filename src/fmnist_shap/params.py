@@ -37,6 +37,11 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     if typing.get_origin(annotation) is tuple:
         (item,) = {a for a in typing.get_args(annotation) if a is not Ellipsis}
         return isinstance(value, list | tuple) and all(_type_ok(v, item) for v in value)
+    if typing.get_origin(annotation) is dict:
+        key_type, value_type = typing.get_args(annotation)
+        return isinstance(value, dict) and all(
+            _type_ok(k, key_type) and _type_ok(v, value_type) for k, v in value.items()
+        )
     return isinstance(value, annotation)
 
 
@@ -58,6 +63,12 @@ def from_mapping[T](cls: type[T], section: str, raw: Any) -> T:
             f"params.yaml: unknown key {section}.{unknown[0]}; "
             f"valid keys are {', '.join(sorted(fields))}"
         )
+    missing = [name for name in hints if name not in raw]
+    if missing:
+        raise UserError(
+            f"params.yaml: {section}.{missing[0]} is missing; every key of '{section}' is "
+            "required (see the repository's params.yaml)"
+        )
     for key, value in raw.items():
         if not _type_ok(value, hints[key]):
             raise UserError(
@@ -66,8 +77,8 @@ def from_mapping[T](cls: type[T], section: str, raw: Any) -> T:
             )
     values = dict(raw)
     for key, annotation in hints.items():
-        # YAML lists arrive as lists; tuple fields keep the dataclass hashable and frozen.
-        if key in values and typing.get_origin(annotation) is tuple:
+        # YAML lists arrive as lists; tuple fields keep the dataclass frozen.
+        if typing.get_origin(annotation) is tuple:
             values[key] = tuple(values[key])
     return cls(**values)
 

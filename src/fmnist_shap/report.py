@@ -7,20 +7,20 @@ the base's (not the head's twice); head images are the workspace's.
 """
 
 import argparse
-import csv
 import io
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
 
 from fmnist_shap.artifacts import write_bytes, write_text
 from fmnist_shap.errors import UserError, run_cli
 
 CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
-CONFUSION = "reports/eval/confusion.csv"
+CONFUSION = "reports/eval/plots/sklearn/confusion.json"
 SHAP_PLOTS = "reports/explain/plots"
 FAITHFULNESS = "reports/faithfulness/bars.csv"
 
@@ -30,6 +30,21 @@ def _run(cmd: list[str], repo: Path) -> str:
     if done.returncode != 0:
         raise UserError(f"`{' '.join(cmd)}` failed: {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout
+
+
+def check_revision(repo: Path, base: str) -> None:
+    """Refuse a base that is not a commit of this repository, before anything is written."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise UserError(
+            f"--base {base}: no such commit in {repo}; name a branch, tag or commit, "
+            "e.g. --base main (for a remote branch, `git fetch` first)"
+        )
 
 
 def _git_show(repo: Path, rev: str, path: str) -> bytes | None:
@@ -70,10 +85,8 @@ def curves_png(repo: Path, base: str) -> bytes:
             data = _read(repo, rev, f"{CURVE_DIR}/{name}.tsv")
             if data is None:
                 continue
-            rows = list(csv.DictReader(io.StringIO(data.decode()), delimiter="\t"))
-            ax.plot(
-                [int(r["step"]) for r in rows], [float(r[name]) for r in rows], style, label=label
-            )
+            table = pd.read_csv(io.BytesIO(data), sep="\t")
+            ax.plot(table["step"], table[name], style, label=label)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.legend()
@@ -81,18 +94,15 @@ def curves_png(repo: Path, base: str) -> bytes:
 
 
 def confusion_png(data: bytes, title: str) -> bytes:
-    """A confusion matrix heat map from the `actual,predicted` rows of confusion.csv."""
+    """A confusion matrix heat map from the actual/predicted entries of confusion.json."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(io.StringIO(data.decode())))
-    names = sorted({r["actual"] for r in rows} | {r["predicted"] for r in rows})
-    index = {name: i for i, name in enumerate(names)}
-    counts = np.zeros((len(names), len(names)), int)
-    for r in rows:
-        counts[index[r["actual"]], index[r["predicted"]]] += 1
+    entries = pd.read_json(io.BytesIO(data))
+    names = sorted(set(entries["actual"]) | set(entries["predicted"]))
+    counts = confusion_matrix(entries["actual"], entries["predicted"], labels=names)
     figure, ax = plt.subplots(figsize=(6, 5))
     ax.imshow(counts, cmap="Blues")
     for i in range(len(names)):
@@ -106,33 +116,42 @@ def confusion_png(data: bytes, title: str) -> bytes:
     return _png(figure)
 
 
-def faithfulness_table(base_csv: bytes | None, head_csv: bytes | None) -> list[str]:
+def faithfulness_table(base_csv: bytes | None, head_csv: bytes | None) -> str:
     """Deletion / insertion AUC per variant, base → head, and the change of insertion − deletion
-    (positive: the explanation got more faithful)."""
+    (positive: the explanation got more faithful), as a markdown table."""
 
-    def rows(data: bytes | None) -> dict[str, tuple[float, float]]:
+    def read(data: bytes | None) -> pd.DataFrame:
+        columns = ["deletion_auc", "insertion_auc"]
         if data is None:
-            return {}
-        reader = csv.DictReader(io.StringIO(data.decode()))
-        return {r["variant"]: (float(r["deletion_auc"]), float(r["insertion_auc"])) for r in reader}
+            return pd.DataFrame(columns=columns, dtype=float)
+        return pd.read_csv(io.BytesIO(data), index_col="variant")[columns]
 
-    base, head = rows(base_csv), rows(head_csv)
-    lines = [
-        "| variant | deletion AUC ↓ base → head | insertion AUC ↑ base → head | "
-        "change of insertion − deletion |",
-        "|---|---|---|---:|",
-    ]
-    for variant in list(head) + [v for v in base if v not in head]:
-        b, h = base.get(variant), head.get(variant)
-        cells = [
-            f"{b[i]:.3f} → {h[i]:.3f}"
-            if b and h
-            else f"{(h or b)[i]:.3f} ({'head' if h else 'base'} only)"
-            for i in (0, 1)
-        ]
-        change = f"{(h[1] - h[0]) - (b[1] - b[0]):+.3f}" if b and h else ""
-        lines.append(f"| {variant} | {cells[0]} | {cells[1]} | {change} |")
-    return lines
+    base, head = read(base_csv), read(head_csv)
+    both = head.merge(
+        base, how="outer", left_index=True, right_index=True, suffixes=("_head", "_base")
+    )
+    both = both.reindex(list(head.index) + [v for v in base.index if v not in head.index])
+
+    def cell(row: pd.Series, metric: str) -> str:
+        b, h = row[f"{metric}_base"], row[f"{metric}_head"]
+        if pd.notna(b) and pd.notna(h):
+            return f"{b:.3f} → {h:.3f}"
+        return f"{h:.3f} (head only)" if pd.notna(h) else f"{b:.3f} (base only)"
+
+    change = (both["insertion_auc_head"] - both["deletion_auc_head"]) - (
+        both["insertion_auc_base"] - both["deletion_auc_base"]
+    )
+    table = pd.DataFrame(
+        {
+            "variant": both.index,
+            "deletion AUC ↓ base → head": [cell(r, "deletion_auc") for _, r in both.iterrows()],
+            "insertion AUC ↑ base → head": [cell(r, "insertion_auc") for _, r in both.iterrows()],
+            "change of insertion − deletion": [f"{c:+.3f}" if pd.notna(c) else "" for c in change],
+        }
+    )
+    return table.to_markdown(
+        index=False, colalign=("left", "left", "left", "right"), disable_numparse=True
+    )
 
 
 def _pair_row(
@@ -150,9 +169,29 @@ def _pair_row(
     return f"| {name}{changed} | {cells[0]} | {cells[1]} |"
 
 
+def _confusion_section(repo: Path, base: str, images: Path, report_dir: Path) -> list[str]:
+    base_json, head_json = _git_show(repo, base, CONFUSION), _read(repo, None, CONFUSION)
+    row = _pair_row(
+        images,
+        report_dir,
+        "confusion",
+        confusion_png(base_json, f"base ({base})") if base_json else None,
+        confusion_png(head_json, "head") if head_json else None,
+    )
+    return ["## Confusion matrix (test)", "", "| | base | head |", "|---|---|---|", row]
+
+
+def _shap_section(repo: Path, base: str, images: Path, report_dir: Path) -> list[str]:
+    lines = ["", "## SHAP explanations", "", "| plot | base | head |", "|---|---|---|"]
+    for png in sorted((repo / SHAP_PLOTS).glob("*.png")):
+        base_png = _git_show(repo, base, png.relative_to(repo).as_posix())
+        lines.append(_pair_row(images, report_dir, png.stem, base_png, png.read_bytes()))
+    return lines
+
+
 def build_report(repo: Path, base: str, report: Path) -> str:
     """Write the report (and its images beside it); return the markdown."""
-    _run(["git", "rev-parse", "--verify", f"{base}^{{commit}}"], repo)
+    check_revision(repo, base)
     params = _run(["dvc", "params", "diff", base, "--md"], repo).strip()
     metrics = _run(["dvc", "metrics", "diff", base, "--md", "--precision", "4"], repo).strip()
     report_dir = report.parent
@@ -176,30 +215,12 @@ def build_report(repo: Path, base: str, report: Path) -> str:
         "",
     ]
 
-    lines += ["## Confusion matrix (test)", "", "| | base | head |", "|---|---|---|"]
-    base_csv, head_csv = _git_show(repo, base, CONFUSION), _read(repo, None, CONFUSION)
-    lines.append(
-        _pair_row(
-            images,
-            report_dir,
-            "confusion",
-            confusion_png(base_csv, f"base ({base})") if base_csv else None,
-            confusion_png(head_csv, "head") if head_csv else None,
-        )
-    )
-
+    lines += _confusion_section(repo, base, images, report_dir)
     lines += ["", "## Explanation faithfulness (reports/faithfulness)", ""]
-    lines += faithfulness_table(
-        _git_show(repo, base, FAITHFULNESS), _read(repo, None, FAITHFULNESS)
+    lines.append(
+        faithfulness_table(_git_show(repo, base, FAITHFULNESS), _read(repo, None, FAITHFULNESS))
     )
-
-    lines += ["", "## SHAP explanations", "", "| plot | base | head |", "|---|---|---|"]
-    for png in sorted((repo / SHAP_PLOTS).glob("*.png")):
-        rel = png.relative_to(repo).as_posix()
-        name = png.stem
-        lines.append(
-            _pair_row(images, report_dir, name, _git_show(repo, base, rel), png.read_bytes())
-        )
+    lines += _shap_section(repo, base, images, report_dir)
     markdown = "\n".join(lines) + "\n"
     write_text(report, markdown)
     return markdown

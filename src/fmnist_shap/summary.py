@@ -1,14 +1,12 @@
 """All explain variants side by side: a ranked markdown table, bar-plot data, and the deletion and
 insertion curves of every variant in one file each, for `dvc plots`."""
 
-import csv
-import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from fmnist_shap.errors import UserError
 from fmnist_shap.variants import ALL_VARIANTS, MASKERS, ExplainParams, Variant, selected_variants
@@ -59,9 +57,9 @@ def load_results(explain_dir: str | Path, params: ExplainParams) -> list[Variant
         curves_file = folder / "variants" / variant.name / "curves.csv"
         try:
             metrics = all_metrics[variant.name]
-            rows = list(csv.DictReader(io.StringIO(curves_file.read_text("utf-8"))))
-            curves = {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
-        except (OSError, ValueError, IndexError, KeyError) as error:
+            table = pd.read_csv(curves_file)
+            curves = {key: table[key].to_numpy(np.float64) for key in table.columns}
+        except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
             raise UserError(
                 f"{variant.name}: results missing or unreadable ({error}); run `dvc repro`"
             ) from None
@@ -83,45 +81,50 @@ def ranked(results: list[VariantResult]) -> list[VariantResult]:
 
 def summary_markdown(results: list[VariantResult], params: ExplainParams) -> str:
     """The ranked table, with how to read it."""
-    lines = [
-        "# Explanation faithfulness",
-        "",
+    table = pd.DataFrame(
+        [
+            {
+                "rank": rank,
+                "variant": r.name,
+                "explainer": r.explainer,
+                "masker / baseline": r.masking,
+                "deletion AUC ↓": f"{r.metrics['deletion_auc']:.3f}",
+                "random order's deletion AUC": f"{r.metrics['deletion_auc_random']:.3f}",
+                "insertion AUC ↑": f"{r.metrics['insertion_auc']:.3f}",
+                "random order's insertion AUC": f"{r.metrics['insertion_auc_random']:.3f}",
+                "insertion − deletion": f"{r.score:.3f}",
+                "randomization ρ": f"{r.metrics['randomization_spearman']:.3f}",
+                "additivity error": f"{r.metrics['additivity_max_error']:.1e}",
+            }
+            for rank, r in enumerate(ranked(results), start=1)
+        ]
+    )
+    intro = (
         f"Top-1 class of {2 * params.samples_per_set} test images; removed pixels become the "
         f"{params.substrate} substrate; {params.faithfulness_steps} steps. Deletion AUC: lower is "
-        "better; insertion AUC: higher is better; *random* is the same curve for a seeded random "
-        "pixel order. Randomization ρ: Spearman correlation of |attributions| between the "
-        "trained and a re-initialised model; near 0 is what a faithful explainer gives.",
-        "",
-        "| rank | variant | explainer | masker / baseline | deletion AUC ↓ | random | "
-        "insertion AUC ↑ | random | insertion − deletion | randomization ρ | additivity error |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "better; insertion AUC: higher is better; the random order's AUCs are the same curves "
+        "for a seeded random pixel order. Randomization ρ: Spearman correlation of |attributions| between the "
+        "trained and a re-initialised model; near 0 is what a faithful explainer gives."
+    )
+    align = ("right", "left", "left", "left") + ("right",) * (len(table.columns) - 4)
+    markdown = table.to_markdown(index=False, colalign=align, disable_numparse=True)
+    return f"# Explanation faithfulness\n\n{intro}\n\n{markdown}\n"
+
+
+def bars_table(results: list[VariantResult]) -> pd.DataFrame:
+    """One row per variant, most faithful first, plus chance: DVC's bar plots of the two AUCs."""
+    rows = [
+        (r.name, r.metrics["deletion_auc"], r.metrics["insertion_auc"]) for r in ranked(results)
     ]
-    for rank, result in enumerate(ranked(results), start=1):
-        m = result.metrics
-        lines.append(
-            f"| {rank} | {result.name} | {result.explainer} | {result.masking} | "
-            f"{m['deletion_auc']:.3f} | {m['deletion_auc_random']:.3f} | "
-            f"{m['insertion_auc']:.3f} | {m['insertion_auc_random']:.3f} | {result.score:.3f} | "
-            f"{m['randomization_spearman']:.3f} | {m['additivity_max_error']:.1e} |"
-        )
-    return "\n".join(lines) + "\n"
+    chance = [
+        np.mean([r.metrics[f"{curve}_auc_random"] for r in results])
+        for curve in ("deletion", "insertion")
+    ]
+    rows.append(("random", *chance))
+    return pd.DataFrame(rows, columns=["variant", "deletion_auc", "insertion_auc"])
 
 
-def bars_csv(results: list[VariantResult]) -> str:
-    """One row per variant, plus chance, for DVC's bar plots of the two AUCs."""
-    rows = ["variant,deletion_auc,insertion_auc"]
-    for result in ranked(results):
-        rows.append(
-            f"{result.name},{result.metrics['deletion_auc']:.4f},"
-            f"{result.metrics['insertion_auc']:.4f}"
-        )
-    chance_deletion = np.mean([r.metrics["deletion_auc_random"] for r in results])
-    chance_insertion = np.mean([r.metrics["insertion_auc_random"] for r in results])
-    rows.append(f"random,{chance_deletion:.4f},{chance_insertion:.4f}")
-    return "\n".join(rows) + "\n"
-
-
-def curves_csv(results: list[VariantResult], curve: str) -> str:
+def curves_table(results: list[VariantResult], curve: str) -> pd.DataFrame:
     """Wide table of one curve kind: fraction, a column for every possible variant (empty where
     params.yaml does not build it, so dvc.yaml's plot definition holds for any selection), and
     chance."""
@@ -132,16 +135,9 @@ def curves_csv(results: list[VariantResult], curve: str) -> str:
                 f"{result.name}: curves.csv has other steps than the rest; "
                 "run `dvc repro -f explain`"
             )
-    chance = np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
     built = {r.name: r.curves[curve] for r in results}
-    every = [variant.name for variant in ALL_VARIANTS]
-    columns = {"fraction": fraction} | {name: built.get(name) for name in every}
-    columns["random"] = chance
-    rows = [",".join(columns)]
-    for i in range(len(fraction)):
-        rows.append(",".join("" if v is None else _number(v[i]) for v in columns.values()))
-    return "\n".join(rows) + "\n"
-
-
-def _number(value: float) -> str:
-    return f"{value:.6f}" if math.isfinite(value) else "nan"
+    table = pd.DataFrame({"fraction": fraction})
+    for variant in ALL_VARIANTS:
+        table[variant.name] = built.get(variant.name, np.nan)
+    table["random"] = np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
+    return table

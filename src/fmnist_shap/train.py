@@ -81,7 +81,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) ->
     return train_step
 
 
-def make_train_batch(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+def make_jitted_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
     """Jitted (carry, images_NHW, labels_N, indices_B) → (carry, loss): one step on one batch.
 
     The whole training set stays on the device; only the batch's indices change per call, and
@@ -136,7 +136,7 @@ def fit(
     tx = make_optimizer(params, steps_per_epoch)
     graphdef, state = nnx.split(model)
     opt_state = tx.init(state)
-    train_batch = make_train_batch(graphdef, tx)
+    train_batch = make_jitted_train_step(graphdef, tx)
     forward = make_forward(graphdef)
     images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
     rng = np.random.default_rng(params.seed)

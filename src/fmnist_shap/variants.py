@@ -7,89 +7,106 @@ from fmnist_shap.params import require
 EXPLAINERS = ("partition", "permutation")  # shap's, with an image masker
 GRADIENT_EXPLAINERS = ("integrated_gradients", "expected_gradients")  # ours, in JAX
 SUBSTRATES = ("black", "blur")  # what deleted pixels become in the faithfulness curves
-MASKERS = {"blur": "blur(28,28)", "telea": "inpaint_telea", "ns": "inpaint_ns"}  # id → shap's name
-IMAGE_FEATURES = 28 * 28
-# Partition needs its two reference rows (all masked, none masked) and one split;
-# Permutation needs one forward-and-back pass over every pixel: 2·784 + 1.
-MIN_MAX_EVALS = {"partition": 3, "permutation": 2 * IMAGE_FEATURES + 1}
+# Masker id → what it is: shap's blur masker with a kernel the size of the image, or one of
+# OpenCV's two inpainting algorithms (`shap_masker` gives shap's own spelling).
+MASKERS = {"blur": "blur(H,W)", "telea": "inpaint_telea", "ns": "inpaint_ns"}
+
+
+def shap_masker(masker: str, image_hw: tuple[int, int]) -> str:
+    """shap's name of a masker for images of this size: 'blur(28,28)', 'inpaint_telea'."""
+    height, width = image_hw
+    return f"blur({height},{width})" if masker == "blur" else MASKERS[masker]
 
 
 @dataclasses.dataclass(frozen=True)
 class ExplainParams:
-    """SHAP settings shared by every explain variant."""
+    """The explain stage's settings: params.yaml's `explain` section, every key required."""
 
-    samples_per_set: int = 4  # the first N correct and the first N wrong test predictions
-    top_k: int = 5  # classes explained per image, by the model's own ranking
-    partition_max_evals: int = 500
-    permutation_max_evals: int = 1600
-    batch_size: int = 512  # rows per model call shap may send; the model pads to powers of two
-    seed: int = 0  # Permutation's orderings, EG's draws, the random baseline's pixel orders
-    explainers: tuple[str, ...] = EXPLAINERS  # × maskers: the shap variants explain computes
-    maskers: tuple[str, ...] = tuple(MASKERS)
-    gradient_explainers: tuple[str, ...] = GRADIENT_EXPLAINERS
-    integrated_gradients_samples: int = 256  # points on the path from the black image
-    expected_gradients_samples: int = 256  # (training image, α) draws per image
-    substrate: str = "black"  # deletion/insertion: what removed pixels become
-    faithfulness_steps: int = 49  # points on the deletion/insertion curves, after the first
-    random_weights_seed: int = 1  # the re-initialised model of the randomization check
+    samples_per_set: int  # the first N correct and the first N wrong test predictions
+    top_k: int  # classes explained per image, by the model's own ranking
+    budget: dict[str, int]  # per explainer: shap's max_evals, or the gradient samples per image
+    batch_size: int  # rows per model call shap may send; the model pads to powers of two
+    seed: int  # Permutation's orderings, EG's draws, the random baseline's pixel orders
+    explainers: tuple[str, ...]  # × maskers: the shap variants explain computes
+    maskers: tuple[str, ...]
+    gradient_explainers: tuple[str, ...]
+    substrate: str  # deletion/insertion: what removed pixels become
+    faithfulness_steps: int  # points on the deletion/insertion curves, after the first
+    random_weights_seed: int  # the re-initialised model of the randomization check
 
     def __post_init__(self) -> None:
         require(self.samples_per_set > 0, "explain.samples_per_set", "must be > 0, e.g. 4")
-        require(1 <= self.top_k <= 10, "explain.top_k", f"is {self.top_k}; use 1..10")
-        for explainer in EXPLAINERS:
-            key = f"{explainer}_max_evals"
-            value, minimum = getattr(self, key), MIN_MAX_EVALS[explainer]
-            require(value >= minimum, f"explain.{key}", f"is {value}; the minimum is {minimum}")
+        require(self.top_k >= 1, "explain.top_k", f"is {self.top_k}; use 1 or more, e.g. 5")
+        _check_budget(self.budget)
         require(self.batch_size > 0, "explain.batch_size", "must be > 0, e.g. 512")
         require(self.seed >= 0, "explain.seed", "must be >= 0")
-        require(len(self.explainers) > 0, "explain.explainers", "must list at least one")
-        require(len(self.maskers) > 0, "explain.maskers", "must list at least one")
-        for explainer in self.explainers:
-            check_explainer(explainer)
-        for masker in self.maskers:
-            check_masker(masker)
-        for explainer in self.gradient_explainers:
-            require(
-                explainer in GRADIENT_EXPLAINERS,
-                "explain.gradient_explainers",
-                f"has unknown explainer {explainer!r}; use one of {', '.join(GRADIENT_EXPLAINERS)}",
-            )
-        for explainer in GRADIENT_EXPLAINERS:
-            key = f"{explainer}_samples"
-            value = getattr(self, key)
-            require(value >= 1, f"explain.{key}", f"is {value}; use a positive integer, e.g. 256")
+        _check_ids("explain.explainers", "explainer", self.explainers, EXPLAINERS, empty=False)
+        _check_ids("explain.maskers", "masker", self.maskers, tuple(MASKERS), empty=False)
+        _check_ids(
+            "explain.gradient_explainers",
+            "explainer",
+            self.gradient_explainers,
+            GRADIENT_EXPLAINERS,
+        )
         require(
             self.substrate in SUBSTRATES,
             "explain.substrate",
             f"is {self.substrate!r}; use one of {', '.join(SUBSTRATES)}",
         )
-        require(
-            1 <= self.faithfulness_steps <= IMAGE_FEATURES,
-            "explain.faithfulness_steps",
-            f"is {self.faithfulness_steps}; use 1..{IMAGE_FEATURES}",
-        )
+        require(self.faithfulness_steps >= 1, "explain.faithfulness_steps", "must be >= 1, e.g. 49")
         require(self.random_weights_seed >= 0, "explain.random_weights_seed", "must be >= 0")
 
-    def max_evals(self, explainer: str) -> int:
-        return getattr(self, f"{explainer}_max_evals")
+    def check_data(self, image_hw: tuple[int, int], num_classes: int) -> None:
+        """The settings that depend on the data, checked once it is known and before any work:
+        no more classes per image than the data has; Permutation needs one forward-and-back
+        pass over every pixel (2·H·W + 1 evaluations); no more curve steps than pixels."""
+        require(
+            self.top_k <= num_classes,
+            "explain.top_k",
+            f"is {self.top_k}; the data has {num_classes} classes: use 1..{num_classes}",
+        )
+        pixels = image_hw[0] * image_hw[1]
+        minimum = 2 * pixels + 1
+        require(
+            self.budget["permutation"] >= minimum,
+            "explain.budget.permutation",
+            f"is {self.budget['permutation']}; {image_hw[0]}×{image_hw[1]} images need at "
+            f"least 2·{pixels}+1 = {minimum}",
+        )
+        require(
+            self.faithfulness_steps <= pixels,
+            "explain.faithfulness_steps",
+            f"is {self.faithfulness_steps}; use 1..{pixels} (one pixel a step at most)",
+        )
 
 
-def check_explainer(explainer: str) -> None:
-    """Refuse an explainer id that is not one of ours."""
-    require(
-        explainer in EXPLAINERS,
-        "explain.explainers",
-        f"has unknown explainer {explainer!r}; use one of {', '.join(EXPLAINERS)}",
-    )
+# Partition needs its two reference rows (all masked, none masked) and one split.
+MIN_BUDGET = {"partition": 3, "permutation": 1, "integrated_gradients": 1, "expected_gradients": 1}
 
 
-def check_masker(masker: str) -> None:
-    """Refuse a masker id that is not one of ours."""
-    require(
-        masker in MASKERS,
-        "explain.maskers",
-        f"has unknown masker {masker!r}; use one of {', '.join(MASKERS)}",
-    )
+def _check_budget(budget: dict[str, int]) -> None:
+    for explainer in budget:
+        require(
+            explainer in MIN_BUDGET,
+            "explain.budget",
+            f"has unknown explainer {explainer!r}; its keys are {', '.join(MIN_BUDGET)}",
+        )
+    for explainer, minimum in MIN_BUDGET.items():
+        require(explainer in budget, f"explain.budget.{explainer}", "is missing; add it")
+        require(
+            budget[explainer] >= minimum,
+            f"explain.budget.{explainer}",
+            f"is {budget[explainer]}; the minimum is {minimum}",
+        )
+
+
+def _check_ids(
+    key: str, kind: str, ids: tuple[str, ...], known: tuple[str, ...], empty: bool = True
+) -> None:
+    """Refuse an unknown explainer or masker id, or an empty list where one is needed."""
+    require(empty or len(ids) > 0, key, "must list at least one")
+    for item in ids:
+        require(item in known, key, f"has unknown {kind} {item!r}; use one of {', '.join(known)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,18 +123,21 @@ class Variant:
         return self.explainer if self.masker is None else f"{self.explainer} · {self.masker}"
 
 
-def selected_variants(params: ExplainParams) -> list[Variant]:
-    """Every variant params.yaml selects, shap ones (explainer × masker) first."""
+def variants_of(
+    explainers: tuple[str, ...], maskers: tuple[str, ...], gradient_explainers: tuple[str, ...]
+) -> list[Variant]:
+    """Every explainer × masker shap variant, then the gradient explainers."""
     shap_variants = [
         Variant(f"{explainer}-{masker}", explainer, masker)
-        for explainer in params.explainers
-        for masker in params.maskers
+        for explainer in explainers
+        for masker in maskers
     ]
-    return shap_variants + [Variant(name, name, None) for name in params.gradient_explainers]
+    return shap_variants + [Variant(name, name, None) for name in gradient_explainers]
 
 
-ALL_VARIANTS = selected_variants(
-    ExplainParams(
-        explainers=EXPLAINERS, maskers=tuple(MASKERS), gradient_explainers=GRADIENT_EXPLAINERS
-    )
-)
+def selected_variants(params: ExplainParams) -> list[Variant]:
+    """Every variant params.yaml selects, shap ones (explainer × masker) first."""
+    return variants_of(params.explainers, params.maskers, params.gradient_explainers)
+
+
+ALL_VARIANTS = variants_of(EXPLAINERS, tuple(MASKERS), GRADIENT_EXPLAINERS)
