@@ -2,6 +2,8 @@
 
     python benchmarks/loop.py            # (or: make bench-loop) about 12 minutes on 2 cores
 
+With --stages, each stage is then timed alone (`dvc repro -f -s STAGE`).
+
 Clones the committed HEAD into a temporary folder with this checkout's raw data, then times, in
 order: a forced full `dvc repro -f`, a no-op `dvc repro` (best of three), a 1-epoch experiment,
 an explain-only experiment, the quick test tier and the whole test suite. Nothing is asserted:
@@ -53,6 +55,9 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-tests", action="store_true", help="time the pipeline rows only")
+    parser.add_argument(
+        "--stages", action="store_true", help="then time each stage alone (dvc repro -f -s)"
+    )
     args = parser.parse_args()
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -78,6 +83,10 @@ def main() -> None:
             seconds = min(timed(cmd, clone, env) for _ in range(runs))
             verdict = "met" if seconds <= target else "NOT met"
             print(f"  {what:38s} {seconds:7.1f} s   target {target:>5} s   {verdict}", flush=True)
+        if args.stages:  # where a full run's time goes, stage by stage
+            for stage in ("prepare", "train", "evaluate", "explain", "summarize"):
+                seconds = timed(["dvc", "repro", "-f", "-s", stage], clone, env)
+                print(f"  stage {stage:32s} {seconds:7.1f} s", flush=True)
         print(f"matmul {matmul_gflops():.0f} GFLOP/s at the end")
 
 
