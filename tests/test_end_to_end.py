@@ -25,6 +25,7 @@ SMALL_PARAMS = {
         "maskers": ["telea"],
         "gradient_explainers": ["integrated_gradients"],
         "samples_per_set": 1,
+        "review_per_class": 1,
         "top_k": 3,
         "budget": {
             "partition": 100,
@@ -78,6 +79,9 @@ class Project:
 
     def run(self, *cmd: str) -> str:
         return run(list(cmd), self.path, self.env)
+
+    def run_bytes(self, *cmd: str) -> bytes:
+        return subprocess.run(list(cmd), cwd=self.path, capture_output=True, check=True).stdout
 
     def back_to_head(self) -> None:
         """Drop what a test left in the workspace and the index (DVC's autostage `git add`s
@@ -246,8 +250,9 @@ def test_experiment_show_and_diff(project: Project) -> None:
     assert "train.lr" in diff and "0.008" in diff and "accuracy" in diff
 
 
-def test_pr_report_shows_base_and_head(project: Project) -> None:
-    """The workspace holds the last experiment (lr-high); the report compares it with main."""
+def test_pr_report_reads_top_down(project: Project) -> None:
+    """The workspace holds the last experiment (lr-high); the report compares it with main:
+    a verdict first, then the review set's plots of base and head, then the details."""
     repo = project.path
     base_accuracy = json.loads(project.run("git", "show", "main:reports/eval/metrics.json"))[
         "accuracy"
@@ -256,25 +261,34 @@ def test_pr_report_shows_base_and_head(project: Project) -> None:
     assert head_accuracy != base_accuracy
     project.run("python", "-m", "fmnist_shap.report", "--base", "main")
     report = (repo / "reports/pr-report.md").read_text()
-    assert "## Explanation faithfulness" in report
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections[:2] == ["## Verdict", "## Review set: the same images, base and head"]
+    verdict = report.split("## Verdict")[1].split("## Review set")[0].strip().splitlines()
+    assert len(verdict) <= 15
+    assert f"{base_accuracy:.4f} → {head_accuracy:.4f}" in report and "95% CI" in report
+    assert "train.lr 0.002 → 0.008" in report and "McNemar exact p = " in report
+
+    def entries(data: str) -> list[tuple[str, str]]:
+        return [(e["actual"], e["predicted"]) for e in json.loads(data)]
+
+    confusion = "reports/eval/plots/sklearn/confusion.json"
+    base = entries(project.run("git", "show", f"main:{confusion}"))
+    head = entries((repo / confusion).read_text())
+    broke = sum(b[0] == b[1] and h[0] != h[1] for b, h in zip(base, head, strict=True))
+    fixed = sum(b[0] != b[1] and h[0] == h[1] for b, h in zip(base, head, strict=True))
+    assert f"{broke} right → wrong, {fixed} wrong → right (of 1000 test images)" in report
+    # The review set: the same images on both sides, so the drift is measured, below 1.
+    drift = re.search(r"Explanation drift.*?: (.*)", report)
+    assert drift and "not compared" not in drift.group(0)
+    assert all(0 < float(v.split()[-1]) < 1 for v in drift.group(1).split(", "))
+    for variant in VARIANTS:
+        base_png = repo / f"reports/pr/base/{variant}-review.png"
+        assert f"pr/head/{variant}-review.png" in report
+        committed = project.run_bytes(
+            "git", "show", f"main:reports/explain/plots/{variant}-review.png"
+        )
+        assert base_png.read_bytes() == committed  # the base image really is the base's
+    assert report.count("<details>") >= 6
     assert re.search(r"\| partition-telea +\| \d\.\d{3} → \d\.\d{3} ", report)  # base → head
-    assert "train.lr" in report and "0.008" in report  # the param change
-    assert (
-        f"{base_accuracy:.4f}".rstrip("0") in report
-        and f"{head_accuracy:.4f}".rstrip("0") in report
-    )
-    base_png = repo / "reports/pr/base/partition-telea-correct.png"
-    head_png = repo / "reports/pr/head/partition-telea-correct.png"
-    assert "pr/base/partition-telea-correct.png" in report
-    assert "pr/head/partition-telea-correct.png" in report
-    assert base_png.read_bytes() != head_png.read_bytes()
-    committed = subprocess.run(
-        ["git", "show", "main:reports/explain/plots/partition-telea-correct.png"],
-        cwd=repo,
-        capture_output=True,
-        check=True,
-    ).stdout
-    assert base_png.read_bytes() == committed  # the base image really is the base's
-    assert (repo / "reports/pr/base/confusion.png").read_bytes() != (
-        repo / "reports/pr/head/confusion.png"
-    ).read_bytes()
+    if broke:
+        assert (repo / "reports/pr/head/right-to-wrong.png").is_file()

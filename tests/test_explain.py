@@ -20,6 +20,7 @@ from fmnist_shap.explain import (
     select_leading_samples,
     select_samples,
     top_classes,
+    with_review_set,
 )
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.variants import MASKERS, ExplainParams
@@ -144,14 +145,14 @@ def test_leading_samples_are_the_same_as_over_the_whole_set(predict, small_val: 
     leading = select_leading_samples(predict, small_val.images_NHW, small_val.labels_N, 3, chunk=16)
     assert np.array_equal(leading.test_index_N, everything.test_index_N)
     assert np.array_equal(leading.logits_NC, everything.logits_NC)
-    assert np.array_equal(leading.correct_N, everything.correct_N)
+    assert np.array_equal(leading.set_N, everything.set_N)
 
 
 def test_sample_selection_and_too_many(predict, small_val: Split) -> None:
     logits = predict(small_val.images_NHW)
     samples = select_samples(logits, small_val.labels_N, 3)
     predicted = logits.argmax(-1)
-    assert samples.correct_N.tolist() == [True] * 3 + [False] * 3
+    assert samples.set_N.tolist() == ["correct"] * 3 + ["wrong"] * 3
     assert np.array_equal(
         predicted[samples.test_index_N[:3]], small_val.labels_N[samples.test_index_N[:3]]
     )
@@ -197,7 +198,7 @@ def test_plot_png_is_byte_stable(
 ) -> None:
     result = explain_with_shap(predict, images, "partition", "blur", FAST)
     samples = SelectedImages(
-        np.arange(2), np.array([True, False]), small_val.labels_N[:2], predict(images)
+        np.arange(2), np.array(["correct", "wrong"]), small_val.labels_N[:2], predict(images)
     )
     names = tuple(f"class {i}" for i in range(10))
     first = image_plot_png(result, samples, images, names, np.arange(2), "t")
@@ -280,3 +281,32 @@ def test_one_partition_map_is_the_golden_one(predict, images: np.ndarray) -> Non
     position_P = np.arange(values_HW.size).reshape(values_HW.shape)
     assert (values_HW * position_P).sum() == pytest.approx(3164.8205, rel=1e-4)
     assert len(np.unique(values_HW)) == 12
+
+
+def test_review_set_depends_on_the_labels_only_and_puts_the_true_class_first(
+    trained_model, small_val: Split
+) -> None:
+    """Two different models select the identical review set, and explain its true class in
+    the first column (then their own top other classes)."""
+    labels = small_val.labels_N
+    models = [trained_model, init_model(5, NUM_CLASSES, IMAGE_HW)]
+    selections = []
+    for model in models:
+        predict = make_predict_fn(model, batch_size=256)
+        first = select_samples(predict(small_val.images_NHW), labels, 1)
+        selections.append(with_review_set(first, predict, small_val.images_NHW, labels, 2))
+    a, b = selections
+    review_a, review_b = a.rows("review"), b.rows("review")
+    assert np.array_equal(a.test_index_N[review_a], b.test_index_N[review_b])
+    assert len(review_a) == 20 and sorted(labels[a.test_index_N[review_a]]) == sorted(
+        np.repeat(np.arange(10), 2)
+    )
+    for selection in selections:
+        classes = selection.explained_classes(4)
+        rows = selection.rows("review")
+        assert np.array_equal(classes[rows, 0], selection.labels_N[rows])
+        assert all(len(set(row)) == 4 for row in classes)  # the true class once
+        # the other columns: the model's own ranking of the other classes
+        tutorial = selection.rows("correct")
+        assert np.array_equal(classes[tutorial], top_classes(selection.logits_NC[tutorial], 4))
+    assert not np.array_equal(a.explained_classes(4), b.explained_classes(4))

@@ -97,7 +97,7 @@ def test_explain_gradients_gives_the_shared_explanation_format(
         )
         assert chosen.classes_NK.tolist() == [[4], [2], [0]]
     samples = SelectedImages(
-        np.arange(3), np.array([True, True, False]), small_val.labels_N[:3], logits
+        np.arange(3), np.array(["correct", "correct", "wrong"]), small_val.labels_N[:3], logits
     )
     png = image_plot_png(
         result, samples, images, tuple(map(str, range(10))), np.arange(2), "gradients"

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ SMALL = {
         "maskers": ["blur"],
         "gradient_explainers": ["integrated_gradients", "expected_gradients"],
         "samples_per_set": 1,
+        "review_per_class": 1,
         "top_k": 2,
         "budget": {
             "partition": 50,
@@ -200,7 +202,7 @@ def test_explain_writes_every_variants_files_and_nothing_else(explained: Path) -
         "variants",
     ]
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
-        f"{v}-{s}.png" for v in VARIANTS for s in ("correct", "wrong")
+        f"{v}-{s}.png" for v in VARIANTS for s in ("correct", "wrong", "review")
     )
     assert sorted(p.name for p in (out / "variants").iterdir()) == sorted(VARIANTS)
     assert set(json.loads((out / "timing.json").read_text())) == set(VARIANTS)
@@ -214,7 +216,7 @@ def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path:
     files = sorted(
         p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file() and p.name != "timing.json"
     )
-    assert len(files) == 3 * 3 + 3 * 2 + 1  # values/samples/curves, two plots, metrics.json
+    assert len(files) == 3 * 4 + 3 * 3 + 1  # values/samples/curves/scores, 3 plots, metrics
     for rel in files:
         assert (tmp_path / "one" / rel).read_bytes() == (pooled / rel).read_bytes(), rel
 
@@ -222,7 +224,12 @@ def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path:
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_explain_writes_values_plots_and_quality_metrics(explained: Path, variant: str) -> None:
     out = explained / "explain" / "variants" / variant
-    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "samples.csv", "values.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.csv",
+        "samples.csv",
+        "scores.csv",
+        "values.npz",
+    ]
     metrics = json.loads((explained / "explain" / "metrics.json").read_text())[variant]
     for key in ("deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random"):
         assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
@@ -231,7 +238,15 @@ def test_explain_writes_values_plots_and_quality_metrics(explained: Path, varian
     assert curves[0] == "fraction,deletion,insertion,deletion_random,insertion_random"
     assert len(curves) == 1 + 9  # faithfulness_steps + 1 points
     values = np.load(out / "values.npz", allow_pickle=False)
-    assert values["values"].shape == (2, 28, 28, 2)
+    assert values["values"].shape == (12, 28, 28, 2)  # 1 correct, 1 wrong, 10 review images
+    assert values["set"].tolist() == ["correct", "wrong"] + ["review"] * 10
+    review = values["set"] == "review"
+    assert np.array_equal(values["output_classes"][review, 0], values["labels"][review])
+    # The metrics are the means of the per-image scores.
+    scores = pd.read_csv(out / "scores.csv")
+    assert scores["test_index"].tolist() == values["test_index"].tolist()
+    for key in ("deletion_auc", "insertion_auc"):
+        assert scores[key].mean() == pytest.approx(metrics[key], abs=1e-6)
     # Every variant explains the same images.
     first = np.load(explained / "explain" / "variants" / VARIANTS[0] / "values.npz")
     assert np.array_equal(values["test_index"], first["test_index"])
@@ -251,10 +266,15 @@ def test_summary_ranks_every_variant(explained: Path) -> None:
         if line.startswith("|")
     ]
     header, rows = cells[0], cells[2:]
-    assert [row[0] for row in rows] == ["1", "2", "3"]
+    ranks = [int(row[0].split()[0]) for row in rows]
+    assert ranks[0] == 1 and ranks == sorted(ranks)
     assert {row[header.index("variant")] for row in rows} == set(VARIANTS)
-    scores = [float(row[header.index("insertion − deletion")]) for row in rows]
+    cells = [row[header.index("insertion − deletion [95% CI]")] for row in rows]
+    scores = [float(cell.split()[0]) for cell in cells]
     assert scores == sorted(scores, reverse=True)
+    for cell, score in zip(cells, scores, strict=True):
+        low, high = (float(v) for v in cell.split("[")[1].rstrip("]").split(","))
+        assert low <= score <= high
     bars = (out / "bars.csv").read_text().splitlines()
     assert bars[0] == "variant,deletion_auc,insertion_auc" and bars[-1].startswith("random,")
     deletion = (out / "deletion.csv").read_text().splitlines()

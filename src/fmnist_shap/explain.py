@@ -21,15 +21,35 @@ from fmnist_shap.gradients import expected_gradients, integrated_gradients
 from fmnist_shap.model import CNN, make_predict_fn
 from fmnist_shap.variants import GRADIENT_EXPLAINERS, ExplainParams, shap_masker
 
+SETS = ("correct", "wrong", "review")  # the tutorial's two sets, then the fixed review set
+
 
 @dataclass(frozen=True)
 class SelectedImages:
     """Which test images are explained, and what the model said about them."""
 
     test_index_N: np.ndarray
-    correct_N: np.ndarray  # True for the 'correct' set, False for the 'wrong' set
+    set_N: np.ndarray  # each image's set: one of SETS
     labels_N: np.ndarray
     logits_NC: np.ndarray
+
+    @property
+    def predicted_right_N(self) -> np.ndarray:
+        return self.logits_NC.argmax(-1) == self.labels_N
+
+    def rows(self, set_name: str) -> np.ndarray:
+        return np.flatnonzero(self.set_N == set_name)
+
+    def explained_classes(self, k: int) -> np.ndarray:
+        """The classes explained per image, (N, k): the model's top k for the tutorial's sets;
+        for the review set the true class first, then the model's top other classes, so the
+        first column is comparable between any two models."""
+        ranked_NC = top_classes(self.logits_NC, self.logits_NC.shape[1])
+        classes_NK = ranked_NC[:, :k].copy()
+        for i in self.rows("review"):
+            others = ranked_NC[i][ranked_NC[i] != self.labels_N[i]]
+            classes_NK[i] = np.concatenate([[self.labels_N[i]], others])[:k]
+        return classes_NK
 
 
 @dataclass(frozen=True)
@@ -58,9 +78,34 @@ def select_samples(logits_NC: np.ndarray, labels_N: np.ndarray, per_set: int) ->
     index = np.concatenate([correct[:per_set], wrong[:per_set]])
     return SelectedImages(
         test_index_N=index,
-        correct_N=np.arange(len(index)) < per_set,
+        set_N=np.array(["correct"] * per_set + ["wrong"] * per_set),
         labels_N=labels_N[index],
         logits_NC=logits_NC[index],
+    )
+
+
+def review_indices(labels_N: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
+    """The review set: the first `per_class` test images of each class, class by class. It
+    depends on the test labels only, so every model explains the very same images."""
+    return np.concatenate(
+        [np.flatnonzero(labels_N == c)[:per_class] for c in range(num_classes)]
+    ).astype(np.int64)
+
+
+def with_review_set(
+    samples: SelectedImages,
+    predict: Callable[[np.ndarray], np.ndarray],
+    images_NHW: np.ndarray,
+    labels_N: np.ndarray,
+    per_class: int,
+) -> SelectedImages:
+    """`samples` followed by the review set (`review_indices`), with the model's logits."""
+    index = review_indices(labels_N, per_class, samples.logits_NC.shape[1])
+    return SelectedImages(
+        test_index_N=np.concatenate([samples.test_index_N, index]),
+        set_N=np.concatenate([samples.set_N, np.full(len(index), "review")]),
+        labels_N=np.concatenate([samples.labels_N, labels_N[index]]),
+        logits_NC=np.concatenate([samples.logits_NC, predict(images_NHW[index])]),
     )
 
 
@@ -254,16 +299,18 @@ def explain_permutation_pair(
     images_NHW: np.ndarray,
     masker_id: str,
     params: ExplainParams,
+    classes_NK: np.ndarray | None = None,
 ) -> tuple[Attributions, Attributions]:
-    """Permutation for the trained model's top-k classes and, on the very same coalitions, for
-    the re-initialised model's logit of the trained model's top-1 class.
+    """Permutation for the trained model's top-k classes (or `classes_NK`) and, on the very
+    same coalitions, for the re-initialised model's logit of the first of them.
 
     Permutation's coalitions depend only on its seeded orderings, not on the model's outputs,
     so one pass over a model that returns both models' logits gives both explanations exactly
     as two passes would, for half the masking (inpainting is most of Permutation's time).
     """
     logits_NC = predict(images_NHW.astype(np.float32))
-    classes_NK = top_classes(logits_NC, params.top_k)
+    if classes_NK is None:
+        classes_NK = top_classes(logits_NC, params.top_k)
     num_classes = logits_NC.shape[1]
 
     def both(pixels: np.ndarray) -> np.ndarray:
@@ -370,7 +417,8 @@ def values_arrays(
         ),
         "test_index": samples.test_index_N.astype(np.int64),
         "labels": samples.labels_N.astype(np.int64),
-        "correct": samples.correct_N,
+        "set": samples.set_N,  # (N,) correct, wrong (the tutorial's sets) or review
+        "correct": samples.predicted_right_N,  # (N,) did the model predict the label
     }
 
 
@@ -381,7 +429,7 @@ def samples_table(samples: SelectedImages, class_names: tuple[str, ...]) -> pd.D
     probabilities_NC = softmax(samples.logits_NC, axis=-1)
     return pd.DataFrame(
         {
-            "set": np.where(samples.correct_N, "correct", "wrong"),
+            "set": samples.set_N,
             "test_index": samples.test_index_N,
             "actual": names[samples.labels_N],
             "predicted": names[predicted_N],

@@ -16,7 +16,8 @@ Outputs, under the stage's folder:
     variants/<variant>/values.npz          attributions, see the README
     variants/<variant>/samples.csv         the explained images and the model's predictions
     variants/<variant>/curves.csv          the deletion/insertion curves
-    plots/<variant>-{correct,wrong}.png    shap image plots (a DVC image plot each)
+    variants/<variant>/scores.csv          every explained image's deletion/insertion AUCs
+    plots/<variant>-{correct,wrong,review}.png   shap image plots (a DVC image plot each)
 """
 
 import multiprocessing
@@ -25,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from fmnist_shap.artifacts import atomic_dir, write_bytes, write_json
 from fmnist_shap.data import load_classes, load_split
@@ -64,8 +67,9 @@ class Inputs:
         ):
             if not Path(path).is_file():
                 raise UserError(f"{path}: missing; run `dvc repro {stage}`")
-        test = load_split(self.test_npz)
-        self.params.check_data(test.images_NHW.shape[1:], len(load_classes(self.classes_json)))
+        test, classes = load_split(self.test_npz), load_classes(self.classes_json)
+        counts = np.bincount(test.labels_N, minlength=len(classes)).tolist()
+        self.params.check_data(test.images_NHW.shape[1:], counts)
 
 
 def _load(inputs: Inputs) -> None:

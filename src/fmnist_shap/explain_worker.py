@@ -9,11 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from fmnist_shap.artifacts import csv_bytes, npz_bytes
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.explain import (
+    SETS,
     Attributions,
     SelectedImages,
     additivity_error,
@@ -22,15 +24,13 @@ from fmnist_shap.explain import (
     image_plot_png,
     samples_table,
     select_leading_samples,
-    top_classes,
     values_arrays,
+    with_review_set,
 )
 from fmnist_shap.explain_all import Inputs, VariantOutputs
-from fmnist_shap.faithfulness import faithfulness_curves, randomization_spearman
+from fmnist_shap.faithfulness import Curves, faithfulness_curves, randomization_spearman
 from fmnist_shap.model import CNN, init_model, load_model, make_predict_fn
 from fmnist_shap.variants import ExplainParams, Variant
-
-SETS = ("correct", "wrong")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,14 @@ class Loaded:
         params = inputs.params
         test, class_names = load_split(inputs.test_npz), load_classes(inputs.classes_json)
         models = Models.build(load_model(inputs.model), params)
-        samples = select_leading_samples(
-            models.predict, test.images_NHW, test.labels_N, params.samples_per_set
+        samples = with_review_set(
+            select_leading_samples(
+                models.predict, test.images_NHW, test.labels_N, params.samples_per_set
+            ),
+            models.predict,
+            test.images_NHW,
+            test.labels_N,
+            params.review_per_class,
         )
         background = load_split(inputs.train_npz).images_NHW
         images = test.images_NHW[samples.test_index_N]
@@ -82,9 +88,15 @@ def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attrib
     """The variant's explanations of the trained model's top-k classes, and of the top-1 class
     with re-initialised weights (the randomization check)."""
     models, params = loaded.models, loaded.params
+    classes_NK = loaded.samples.explained_classes(params.top_k)
     if variant.explainer == "permutation":
         return explain_permutation_pair(
-            models.predict, models.predict_randomized, loaded.images_NHW, variant.masker, params
+            models.predict,
+            models.predict_randomized,
+            loaded.images_NHW,
+            variant.masker,
+            params,
+            classes_NK,
         )
     trained = explain_variant(
         models.trained,
@@ -94,7 +106,7 @@ def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attrib
         variant.masker,
         params,
         loaded.background_BHW,
-        classes_NK=top_classes(loaded.samples.logits_NC, params.top_k),
+        classes_NK=classes_NK,
     )
     randomized = explain_variant(
         models.randomized,
@@ -115,12 +127,11 @@ def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
     models, samples, params = loaded.models, loaded.samples, loaded.params
     images_NHW = loaded.images_NHW
     explanations, randomized = explain_pair(variant, loaded)
-    top1_N = explanations.classes_NK[:, 0]
-    curves = faithfulness_curves(
+    curves = faithfulness_curves(  # of the first explained class: top-1, or the true class
         models.predict,
         images_NHW,
         explanations.values_NHWK[..., 0],
-        top1_N,
+        explanations.classes_NK[:, 0],
         params.substrate,
         params.faithfulness_steps,
         params.seed,
@@ -139,8 +150,16 @@ def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
         "values.npz": npz_bytes(values_arrays(explanations, samples, images_NHW, class_names)),
         "samples.csv": csv_bytes(samples_table(samples, class_names), "%.4f"),
         "curves.csv": csv_bytes(curves.table(), "%.6f"),
+        "scores.csv": csv_bytes(image_scores(samples, curves), "%.6f"),
     }
     return VariantOutputs(variant, files, plots, metrics, time.perf_counter() - start)
+
+
+def image_scores(samples: SelectedImages, curves: Curves) -> pd.DataFrame:
+    """Each explained image's deletion/insertion AUCs (and the random order's), with its set and
+    test index: the per-image scores behind the metrics' means and their intervals."""
+    where = pd.DataFrame({"set": samples.set_N, "test_index": samples.test_index_N})
+    return pd.concat([where, curves.scores()], axis=1)
 
 
 def _plots(
@@ -150,9 +169,10 @@ def _plots(
     images_NHW: np.ndarray,
     class_names: tuple[str, ...],
 ) -> dict[str, bytes]:
-    rows = {
-        "correct": np.flatnonzero(samples.correct_N),
-        "wrong": np.flatnonzero(~samples.correct_N),
+    titles = {
+        "correct": "correct predictions",
+        "wrong": "wrong predictions",
+        "review": "review set (first column: the true class)",
     }
     return {
         set_name: image_plot_png(
@@ -160,8 +180,8 @@ def _plots(
             samples,
             images_NHW,
             class_names,
-            rows[set_name],
-            f"{variant.label} · {set_name} predictions",
+            samples.rows(set_name),
+            f"{variant.label} · {titles[set_name]}",
         )
         for set_name in SETS
     }

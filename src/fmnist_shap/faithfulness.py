@@ -28,16 +28,25 @@ import pandas as pd
 from scipy.special import softmax
 from scipy.stats import spearmanr
 
+CURVES = ("deletion", "insertion", "deletion_random", "insertion_random")
+
 
 @dataclass(frozen=True)
 class Curves:
-    """Probability of the explained class after each step, averaged over images: (steps + 1,)."""
+    """Probability of the explained class after each step, averaged over images: (steps + 1,);
+    and every image's own curves, (images, curve, steps + 1), for per-image scores."""
 
     fraction_S: np.ndarray  # fraction of pixels deleted / inserted, 0 … 1
     deletion_S: np.ndarray
     insertion_S: np.ndarray
     deletion_random_S: np.ndarray
     insertion_random_S: np.ndarray
+    per_image_NCS: np.ndarray  # curves in the order of CURVES
+
+    def scores(self) -> pd.DataFrame:
+        """Each image's four AUCs (the metrics are their means), one row per image."""
+        areas_NC = np.trapezoid(self.per_image_NCS, self.fraction_S, axis=-1)
+        return pd.DataFrame({f"{curve}_auc": areas_NC[:, c] for c, curve in enumerate(CURVES)})
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -137,7 +146,7 @@ def faithfulness_curves(
         probabilities, classes_N[:, None, None, None].astype(np.int64), axis=-1
     )[..., 0]
     mean_CS = explained_NCS.mean(axis=0)
-    return Curves(counts_S / num_pixels, *mean_CS)
+    return Curves(counts_S / num_pixels, *mean_CS, per_image_NCS=explained_NCS)
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,28 +1,41 @@
 """`python -m fmnist_shap.report --base main`: a pull-request report of what a change did.
 
-Writes `reports/pr-report.md` with the params diff, the metrics diff, the training curves of
-base and head in one figure, and the confusion matrix and every SHAP image plot of base and head
-side by side. Base images are read from the base revision with `git show`, so they really are
-the base's (not the head's twice); head images are the workspace's.
+Writes `reports/pr-report.md`, read top-down: a verdict (accuracy and macro F1 with paired
+bootstrap intervals and McNemar's test, the images the change broke and fixed, per-class recall
+and faithfulness changes beyond noise, how far each variant's explanations of the fixed review
+set drifted); then the review set's SHAP plots of base and head side by side (the same images in
+the same rows, the true class in the first column); then the details in collapsible blocks.
+Base files are read from the base revision with `git show`, head files from the workspace.
 """
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from fmnist_shap.artifacts import write_bytes, write_text
 from fmnist_shap.errors import UserError, run_cli
+from fmnist_shap.review import (
+    Drift,
+    Side,
+    drift,
+    faithfulness_change,
+    predictions_change,
+)
+from fmnist_shap.significance import Change, Comparison, Predictions
 
 CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
-CONFUSION = "reports/eval/plots/sklearn/confusion.json"
 SHAP_PLOTS = "reports/explain/plots"
 FAITHFULNESS = "reports/faithfulness/bars.csv"
+EXPLAIN_METRICS = "reports/explain/metrics.json"
+MAX_FLIPS_SHOWN = 8
 
 
 def _run(cmd: list[str], repo: Path) -> str:
@@ -47,22 +60,6 @@ def check_revision(repo: Path, base: str) -> None:
         )
 
 
-def _git_show(repo: Path, rev: str, path: str) -> bytes | None:
-    """A file's bytes at `rev`, or None where it did not exist."""
-    done = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, check=False
-    )
-    return done.stdout if done.returncode == 0 else None
-
-
-def _read(repo: Path, rev: str | None, path: str) -> bytes | None:
-    """`rev` None means the workspace."""
-    if rev is None:
-        file = repo / path
-        return file.read_bytes() if file.is_file() else None
-    return _git_show(repo, rev, path)
-
-
 def _png(figure) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -72,7 +69,7 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def curves_png(repo: Path, base: str) -> bytes:
+def curves_png(base: Side, head: Side) -> bytes:
     """Base (dashed) and head (solid) per-epoch curves in one figure."""
     import matplotlib
 
@@ -81,8 +78,8 @@ def curves_png(repo: Path, base: str) -> bytes:
 
     figure, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3))
     for ax, name in zip(axes, CURVES, strict=True):
-        for rev, style, label in ((base, "--", f"base ({base})"), (None, "-", "head")):
-            data = _read(repo, rev, f"{CURVE_DIR}/{name}.tsv")
+        for side, style, label in ((base, "--", f"base ({base.name})"), (head, "-", "head")):
+            data = side.read(f"{CURVE_DIR}/{name}.tsv")
             if data is None:
                 continue
             table = pd.read_csv(io.BytesIO(data), sep="\t")
@@ -93,16 +90,17 @@ def curves_png(repo: Path, base: str) -> bytes:
     return _png(figure)
 
 
-def confusion_png(data: bytes, title: str) -> bytes:
-    """A confusion matrix heat map from the actual/predicted entries of confusion.json."""
+def confusion_png(predictions: Predictions, title: str) -> bytes:
+    """A confusion matrix heat map of one side's per-image predictions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = pd.read_json(io.BytesIO(data))
-    names = sorted(set(entries["actual"]) | set(entries["predicted"]))
-    counts = confusion_matrix(entries["actual"], entries["predicted"], labels=names)
+    names = predictions.class_names
+    counts = confusion_matrix(
+        predictions.actual_N, predictions.predicted_N, labels=list(range(len(names)))
+    )
     figure, ax = plt.subplots(figsize=(6, 5))
     ax.imshow(counts, cmap="Blues")
     for i in range(len(names)):
@@ -169,61 +167,196 @@ def _pair_row(
     return f"| {name}{changed} | {cells[0]} | {cells[1]} |"
 
 
-def _confusion_section(repo: Path, base: str, images: Path, report_dir: Path) -> list[str]:
-    base_json, head_json = _git_show(repo, base, CONFUSION), _read(repo, None, CONFUSION)
-    row = _pair_row(
-        images,
-        report_dir,
-        "confusion",
-        confusion_png(base_json, f"base ({base})") if base_json else None,
-        confusion_png(head_json, "head") if head_json else None,
+def verdict(
+    comparison: Comparison | None,
+    faithfulness: dict[str, Change | None],
+    drifts: dict[str, Drift | None],
+    params_changed: list[str],
+) -> list[str]:
+    """At most ~15 lines: what changed, and whether it is beyond noise."""
+    lines = ["## Verdict", ""]
+    lines.append(f"- **Params changed**: {', '.join(params_changed) or 'none'}")
+    if comparison is None:
+        lines.append(
+            "- **Predictions**: not compared — one side has no per-image test predictions "
+            "(a revision from before they were committed) or predicted another test subset"
+        )
+    else:
+        noise = "beyond noise" if comparison.accuracy.beyond_noise else "within noise"
+        lines += [
+            f"- **Accuracy** {comparison.accuracy.text()} — {noise}; McNemar exact "
+            f"p = {comparison.mcnemar_p:.3g}",
+            f"- **Macro F1** {comparison.macro_f1.text()}",
+            f"- **Flips**: {len(comparison.right_to_wrong)} right → wrong, "
+            f"{len(comparison.wrong_to_right)} wrong → right "
+            f"(of {comparison.images} test images)",
+        ]
+        real = comparison.recall[comparison.recall["beyond_noise"]]
+        changes = [
+            f"{r['class']} {r['change']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
+            for _, r in real.iterrows()
+        ]
+        lines.append(f"- **Per-class recall beyond noise**: {'; '.join(changes) or 'none'}")
+    lines.append(_faithfulness_verdict(faithfulness))
+    lines.append(_drift_verdict(drifts))
+    return [*lines, ""]
+
+
+def _faithfulness_verdict(faithfulness: dict[str, Change | None]) -> str:
+    compared = {v: c for v, c in faithfulness.items() if c is not None}
+    if not compared:
+        return "- **Faithfulness**: not compared — a side has no per-image scores (older revision)"
+    real = [
+        f"{v} {c.change:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+        for v, c in compared.items()
+        if c.beyond_noise
+    ]
+    return (
+        "- **Faithfulness changes beyond noise** (insertion − deletion AUC, paired over the "
+        f"images both explained): {'; '.join(real) or 'none'} (of {len(compared)} variants)"
     )
-    return ["## Confusion matrix (test)", "", "| | base | head |", "|---|---|---|", row]
 
 
-def _shap_section(repo: Path, base: str, images: Path, report_dir: Path) -> list[str]:
-    lines = ["", "## SHAP explanations", "", "| plot | base | head |", "|---|---|---|"]
-    for png in sorted((repo / SHAP_PLOTS).glob("*.png")):
-        base_png = _git_show(repo, base, png.relative_to(repo).as_posix())
-        lines.append(_pair_row(images, report_dir, png.stem, base_png, png.read_bytes()))
+def _drift_verdict(drifts: dict[str, Drift | None]) -> str:
+    compared = {v: d for v, d in drifts.items() if d is not None}
+    if not compared:
+        return (
+            "- **Explanation drift**: not compared — a side has no review set (a revision from "
+            "before it existed) or another one (explain.review_per_class changed)"
+        )
+    cells = [f"{v} {d.spearman_N.mean():.2f}" for v, d in compared.items()]
+    return (
+        "- **Explanation drift** (review set, mean Spearman ρ of the true-class maps; 1.00 = "
+        f"unchanged): {', '.join(cells)}"
+    )
+
+
+def _details(summary: str, body: list[str]) -> list[str]:
+    return ["<details>", f"<summary>{summary}</summary>", "", *body, "", "</details>", ""]
+
+
+def _drift_table(drifts: dict[str, Drift | None]) -> list[str]:
+    rows = [
+        {"variant": v, "base → head": d.text() if d else "not compared"} for v, d in drifts.items()
+    ]
+    return [pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)]
+
+
+def _recall_table(comparison: Comparison) -> list[str]:
+    table = comparison.recall.copy()
+    for column in ("base", "head", "change", "low", "high"):
+        table[column] = table[column].map(lambda value: f"{value:+.3f}".lstrip("+"))
+    table["beyond_noise"] = table["beyond_noise"].map({True: "yes", False: ""})
+    return [table.to_markdown(index=False, disable_numparse=True)]
+
+
+def _flips_section(repo: Path, comparison: Comparison, images: Path, report_dir: Path) -> list[str]:
+    """Up to MAX_FLIPS_SHOWN right → wrong test images, explained with the head model by
+    Integrated Gradients (fast): the true class beside the head's wrong prediction."""
+    shown = comparison.right_to_wrong[:MAX_FLIPS_SHOWN]
+    if len(shown) == 0:
+        return ["No test image went from right to wrong."]
+    try:
+        png = flips_png(repo, shown)
+    except UserError as error:
+        return [f"Indices {shown.tolist()}; not explained: {error}"]
+    path = images / "head" / "right-to-wrong.png"
+    write_bytes(path, png)
+    return [
+        f"Test images {', '.join(map(str, shown))} (first {len(shown)} of "
+        f"{len(comparison.right_to_wrong)}); first column: the true class, second: the head's "
+        "prediction.",
+        "",
+        f"![right to wrong]({path.relative_to(report_dir).as_posix()})",
+    ]
+
+
+def flips_png(repo: Path, test_index_N: np.ndarray) -> bytes:
+    """Integrated Gradients of the head model for the true and the predicted class."""
+    from fmnist_shap.data import load_classes, load_split
+    from fmnist_shap.explain import SelectedImages, explain_gradients, image_plot_png
+    from fmnist_shap.model import load_model, make_predict_fn
+    from fmnist_shap.params import load_params
+    from fmnist_shap.variants import ExplainParams
+
+    params = load_params(repo / "params.yaml", "explain", ExplainParams)
+    test = load_split(repo / "data/prepared/test.npz")
+    model = load_model(repo / "models/model.npz")
+    images, labels = test.images_NHW[test_index_N], test.labels_N[test_index_N]
+    logits = make_predict_fn(model, params.batch_size)(images)
+    classes = np.stack([labels, logits.argmax(-1)], axis=1)
+    attributions = explain_gradients(model, images, "integrated_gradients", params, None, classes)
+    selected = SelectedImages(test_index_N, np.full(len(images), "flip"), labels, logits)
+    names = load_classes(repo / "data/prepared/classes.json")
+    title = "head · integrated_gradients · right → wrong"
+    return image_plot_png(attributions, selected, images, names, np.arange(len(images)), title)
+
+
+def _plots_rows(
+    base: Side, head: Side, names: list[str], images: Path, report_dir: Path
+) -> list[str]:
+    lines = ["| plot | base | head |", "|---|---|---|"]
+    for name in names:
+        path = f"{SHAP_PLOTS}/{name}.png"
+        lines.append(_pair_row(images, report_dir, name, base.read(path), head.read(path)))
     return lines
 
 
-def build_report(repo: Path, base: str, report: Path) -> str:
+def build_report(repo: Path, base_rev: str, report: Path) -> str:
     """Write the report (and its images beside it); return the markdown."""
-    check_revision(repo, base)
-    params = _run(["dvc", "params", "diff", base, "--md"], repo).strip()
-    metrics = _run(["dvc", "metrics", "diff", base, "--md", "--precision", "4"], repo).strip()
-    report_dir = report.parent
-    images = report_dir / "pr"
-
-    lines = [
-        f"# Pipeline report: workspace vs `{base}`",
-        "",
-        "## Params",
-        params or "No param changes.",
-        "",
-        "## Metrics",
-        metrics or "No metric changes.",
-        "",
-        "## Training curves (dashed: base, solid: head)",
-        "",
+    check_revision(repo, base_rev)
+    base, head = Side(repo, base_rev), Side(repo, None)
+    params = _run(["dvc", "params", "diff", base_rev, "--md"], repo).strip()
+    metrics = _run(["dvc", "metrics", "diff", base_rev, "--md", "--precision", "4"], repo).strip()
+    changed = json.loads(_run(["dvc", "params", "diff", base_rev, "--json"], repo) or "{}")
+    params_changed = [
+        f"{key} {v['old']} → {v['new']}" for file in changed.values() for key, v in file.items()
     ]
-    write_bytes(images / "curves.png", curves_png(repo, base))
-    lines += [
-        f"![training curves]({(images / 'curves.png').relative_to(report_dir).as_posix()})",
-        "",
-    ]
+    report_dir, images = report.parent, report.parent / "pr"
+    variants = sorted(json.loads(head.read(EXPLAIN_METRICS) or b"{}"))
+    comparison = predictions_change(base, head)
+    faithfulness = {v: faithfulness_change(base, head, v) for v in variants}
+    drifts = {v: drift(base, head, v) for v in variants}
+    plots = sorted(p.stem for p in (repo / SHAP_PLOTS).glob("*.png"))
 
-    lines += _confusion_section(repo, base, images, report_dir)
-    lines += ["", "## Explanation faithfulness (reports/faithfulness)", ""]
-    lines.append(
-        faithfulness_table(_git_show(repo, base, FAITHFULNESS), _read(repo, None, FAITHFULNESS))
+    lines = [f"# Pipeline report: workspace vs `{base_rev}`", ""]
+    lines += verdict(comparison, faithfulness, drifts, params_changed)
+    lines += ["## Review set: the same images, base and head", ""]
+    review = [p for p in plots if p.endswith("-review")]
+    lines += _plots_rows(base, head, review, images, report_dir) if review else ["(none)"]
+    lines.append("")
+    lines += _details("Explanation drift per variant (review set)", _drift_table(drifts))
+    if comparison is not None:
+        lines += _details("Per-class recall, base → head (95% CI)", _recall_table(comparison))
+        lines += _details(
+            "Right → wrong images, explained with the head model",
+            _flips_section(repo, comparison, images, report_dir),
+        )
+    faithfulness_rows = faithfulness_table(base.read(FAITHFULNESS), head.read(FAITHFULNESS))
+    lines += _details("Faithfulness per variant (reports/faithfulness)", [faithfulness_rows])
+    lines += _details("Params diff", [params or "No param changes."])
+    lines += _details("Metrics diff (dvc metrics diff)", [metrics or "No metric changes."])
+    write_bytes(images / "curves.png", curves_png(base, head))
+    lines += _details("Training curves (dashed: base, solid: head)", ["![curves](pr/curves.png)"])
+    lines += _details("Confusion matrices", _confusion_rows(base, head, images, report_dir))
+    tutorial = [p for p in plots if not p.endswith("-review")]
+    lines += _details(
+        "The tutorial's plots: first correct and first wrong predictions (other images when the "
+        "model changed)",
+        _plots_rows(base, head, tutorial, images, report_dir),
     )
-    lines += _shap_section(repo, base, images, report_dir)
     markdown = "\n".join(lines) + "\n"
     write_text(report, markdown)
     return markdown
+
+
+def _confusion_rows(base: Side, head: Side, images: Path, report_dir: Path) -> list[str]:
+    pngs = [
+        confusion_png(p, title) if (p := side.predictions()) else None
+        for side, title in ((base, f"base ({base.name})"), (head, "head"))
+    ]
+    row = _pair_row(images, report_dir, "confusion", *pngs)
+    return ["| | base | head |", "|---|---|---|", row]
 
 
 def main(argv: list[str]) -> None:

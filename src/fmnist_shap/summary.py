@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fmnist_shap.errors import UserError
+from fmnist_shap.significance import RESAMPLES, SEED, mean_interval
 from fmnist_shap.variants import ALL_VARIANTS, MASKERS, ExplainParams, Variant, selected_variants
 
 METRICS = (
@@ -19,6 +20,7 @@ METRICS = (
     "randomization_spearman",
     "additivity_max_error",
 )
+SCORE_COLUMNS = ["set", "test_index", "deletion_auc", "insertion_auc"]
 BASELINES = {"integrated_gradients": "black image", "expected_gradients": "training images"}
 
 
@@ -31,6 +33,12 @@ class VariantResult:
     masking: str  # the masker for shap explainers, the baseline for gradient ones
     metrics: dict[str, float]
     curves: dict[str, np.ndarray]  # fraction, deletion, insertion, deletion_random, …
+    scores: pd.DataFrame  # one row per explained image: set, test_index, the four AUCs
+
+    @property
+    def score_N(self) -> np.ndarray:
+        """Each image's insertion − deletion AUC."""
+        return (self.scores["insertion_auc"] - self.scores["deletion_auc"]).to_numpy()
 
     @property
     def score(self) -> float:
@@ -54,11 +62,12 @@ def load_results(explain_dir: str | Path, params: ExplainParams) -> list[Variant
         raise UserError(f"{folder}/metrics.json: unreadable ({error}); run `dvc repro`") from None
     results = []
     for variant in selected_variants(params):
-        curves_file = folder / "variants" / variant.name / "curves.csv"
+        variant_dir = folder / "variants" / variant.name
         try:
             metrics = all_metrics[variant.name]
-            table = pd.read_csv(curves_file)
+            table = pd.read_csv(variant_dir / "curves.csv")
             curves = {key: table[key].to_numpy(np.float64) for key in table.columns}
+            scores = pd.read_csv(variant_dir / "scores.csv")[SCORE_COLUMNS]
         except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
             raise UserError(
                 f"{variant.name}: results missing or unreadable ({error}); run `dvc repro`"
@@ -69,8 +78,13 @@ def load_results(explain_dir: str | Path, params: ExplainParams) -> list[Variant
                 f"{folder}/metrics.json: {variant.name} lacks {missing[0]}; run `dvc repro -f`"
             )
         results.append(
-            VariantResult(variant.name, variant.explainer, masking(variant), metrics, curves)
+            VariantResult(
+                variant.name, variant.explainer, masking(variant), metrics, curves, scores
+            )
         )
+    images = {tuple(r.scores["test_index"]) for r in results}
+    if len(images) > 1:
+        raise UserError(f"{folder}: variants scored different images; run `dvc repro -f explain`")
     return results
 
 
@@ -79,34 +93,82 @@ def ranked(results: list[VariantResult]) -> list[VariantResult]:
     return sorted(results, key=lambda r: (-r.score, r.name))
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """A variant's place: its faithfulness with 95% intervals over images, and whether it is
+    tied with the variant ranked just above (their paired difference's interval holds 0)."""
+
+    result: VariantResult
+    rank: int
+    tied_with_above: bool
+    score: tuple[float, float, float]  # insertion − deletion: mean, low, high
+    deletion: tuple[float, float, float]
+    insertion: tuple[float, float, float]
+
+
+def ranked_with_intervals(results: list[VariantResult]) -> list[Ranked]:
+    """Most faithful first; a variant whose paired difference to the one above is not beyond
+    noise shares its rank. Every variant scored the same images, so differences are paired."""
+    rows: list[Ranked] = []
+    for i, result in enumerate(ranked(results)):
+        tied = False
+        if i > 0:
+            above = rows[-1].result
+            _, low, high = mean_interval(above.score_N - result.score_N, RESAMPLES, SEED)
+            tied = low <= 0 <= high
+        rank = rows[-1].rank if tied else i + 1
+        rows.append(
+            Ranked(
+                result,
+                rank,
+                tied,
+                mean_interval(result.score_N, RESAMPLES, SEED),
+                mean_interval(result.scores["deletion_auc"].to_numpy(), RESAMPLES, SEED),
+                mean_interval(result.scores["insertion_auc"].to_numpy(), RESAMPLES, SEED),
+            )
+        )
+    return rows
+
+
+def with_interval(mean_low_high: tuple[float, float, float]) -> str:
+    mean, low, high = mean_low_high
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def summary_markdown(results: list[VariantResult], params: ExplainParams) -> str:
     """The ranked table, with how to read it."""
     table = pd.DataFrame(
         [
             {
-                "rank": rank,
-                "variant": r.name,
-                "explainer": r.explainer,
-                "masker / baseline": r.masking,
-                "deletion AUC ↓": f"{r.metrics['deletion_auc']:.3f}",
-                "random order's deletion AUC": f"{r.metrics['deletion_auc_random']:.3f}",
-                "insertion AUC ↑": f"{r.metrics['insertion_auc']:.3f}",
-                "random order's insertion AUC": f"{r.metrics['insertion_auc_random']:.3f}",
-                "insertion − deletion": f"{r.score:.3f}",
-                "randomization ρ": f"{r.metrics['randomization_spearman']:.3f}",
-                "additivity error": f"{r.metrics['additivity_max_error']:.1e}",
+                "rank": f"{row.rank}{' (tied)' if row.tied_with_above else ''}",
+                "variant": row.result.name,
+                "masker / baseline": row.result.masking,
+                "deletion AUC ↓ [95% CI]": with_interval(row.deletion),
+                "random order's deletion AUC": f"{row.result.metrics['deletion_auc_random']:.3f}",
+                "insertion AUC ↑ [95% CI]": with_interval(row.insertion),
+                "random order's insertion AUC": (
+                    f"{row.result.metrics['insertion_auc_random']:.3f}"
+                ),
+                "insertion − deletion [95% CI]": with_interval(row.score),
+                "randomization ρ": f"{row.result.metrics['randomization_spearman']:.3f}",
+                "additivity error": f"{row.result.metrics['additivity_max_error']:.1e}",
             }
-            for rank, r in enumerate(ranked(results), start=1)
+            for row in ranked_with_intervals(results)
         ]
     )
+    images = len(results[0].scores)
     intro = (
-        f"Top-1 class of {2 * params.samples_per_set} test images; removed pixels become the "
-        f"{params.substrate} substrate; {params.faithfulness_steps} steps. Deletion AUC: lower is "
-        "better; insertion AUC: higher is better; the random order's AUCs are the same curves "
-        "for a seeded random pixel order. Randomization ρ: Spearman correlation of |attributions| between the "
-        "trained and a re-initialised model; near 0 is what a faithful explainer gives."
+        f"The first explained class of {images} test images ({2 * params.samples_per_set} of the "
+        f"tutorial's sets: the top-1 class; {images - 2 * params.samples_per_set} of the review "
+        f"set: the true class); removed pixels become the {params.substrate} substrate; "
+        f"{params.faithfulness_steps} steps. Deletion AUC: lower is better; insertion AUC: "
+        "higher is better; the random order's AUCs are the same curves for a seeded random "
+        "pixel order. Intervals: 95% bootstrap over images. *(tied)*: the paired difference to "
+        "the variant above has an interval that holds 0, so the order of the two is noise. "
+        "Randomization ρ: Spearman correlation of |attributions| between the trained and a "
+        "re-initialised model; near 0 is what a faithful explainer gives."
     )
-    align = ("right", "left", "left", "left") + ("right",) * (len(table.columns) - 4)
+    align = ("right", "left", "left") + ("right",) * (len(table.columns) - 3)
     markdown = table.to_markdown(index=False, colalign=align, disable_numparse=True)
     return f"# Explanation faithfulness\n\n{intro}\n\n{markdown}\n"
 

@@ -23,6 +23,7 @@ class ExplainParams:
     """The explain stage's settings: params.yaml's `explain` section, every key required."""
 
     samples_per_set: int  # the first N correct and the first N wrong test predictions
+    review_per_class: int  # the review set: the first N test images of every class
     top_k: int  # classes explained per image, by the model's own ranking
     budget: dict[str, int]  # per explainer: shap's max_evals, or the gradient samples per image
     batch_size: int  # rows per model call shap may send; the model pads to powers of two
@@ -36,6 +37,7 @@ class ExplainParams:
 
     def __post_init__(self) -> None:
         require(self.samples_per_set > 0, "explain.samples_per_set", "must be > 0, e.g. 4")
+        require(self.review_per_class > 0, "explain.review_per_class", "must be > 0, e.g. 1")
         require(self.top_k >= 1, "explain.top_k", f"is {self.top_k}; use 1 or more, e.g. 5")
         _check_budget(self.budget)
         require(self.batch_size > 0, "explain.batch_size", "must be > 0, e.g. 512")
@@ -56,10 +58,18 @@ class ExplainParams:
         require(self.faithfulness_steps >= 1, "explain.faithfulness_steps", "must be >= 1, e.g. 49")
         require(self.random_weights_seed >= 0, "explain.random_weights_seed", "must be >= 0")
 
-    def check_data(self, image_hw: tuple[int, int], num_classes: int) -> None:
+    def check_data(self, image_hw: tuple[int, int], class_counts: list[int]) -> None:
         """The settings that depend on the data, checked once it is known and before any work:
-        no more classes per image than the data has; Permutation needs one forward-and-back
-        pass over every pixel (2·H·W + 1 evaluations); no more curve steps than pixels."""
+        no more classes per image than the data has; as many test images of every class as the
+        review set takes; Permutation needs one forward-and-back pass over every pixel
+        (2·H·W + 1 evaluations); no more curve steps than pixels."""
+        num_classes = len(class_counts)
+        require(
+            min(class_counts) >= self.review_per_class,
+            "explain.review_per_class",
+            f"is {self.review_per_class}; the test set has only {min(class_counts)} images of "
+            "its rarest class: lower it",
+        )
         require(
             self.top_k <= num_classes,
             "explain.top_k",
