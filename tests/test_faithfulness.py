@@ -18,6 +18,7 @@ from fmnist_shap.faithfulness import (
 )
 from fmnist_shap.model import make_predict_fn
 from fmnist_shap.report import faithfulness_table
+from fmnist_shap.significance import Change
 from fmnist_shap.variants import SUBSTRATES, ExplainParams
 from tests.conftest import repo_params
 
@@ -139,10 +140,16 @@ def test_pr_report_faithfulness_table() -> None:
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
         return {row[0]: row[1:] for row in rows[2:]}
 
-    rows = cells(faithfulness_table(base, head))
+    paired = {"a": Change(0.3, 0.5, 0.05, 0.35), "random": Change(0.0, 0.0, -0.1, 0.1)}
+    rows = cells(faithfulness_table(base, head, paired))
     assert list(rows) == ["a", "new", "random", "gone"]  # head's order, then what head dropped
-    assert rows["a"] == ["0.300 → 0.200", "0.600 → 0.700", "+0.200"]
-    assert rows["new"] == ["0.100 (head only)", "0.900 (head only)", ""]
-    assert rows["gone"] == ["0.200 (base only)", "0.700 (base only)", ""]
-    assert rows["random"][-1] == "+0.000"
+    assert rows["a"] == [
+        "0.300 → 0.200",
+        "0.600 → 0.700",
+        "+0.200",
+        "[+0.050, +0.350] beyond noise",
+    ]
+    assert rows["new"] == ["0.100 (head only)", "0.900 (head only)", "", ""]
+    assert rows["gone"] == ["0.200 (base only)", "0.700 (base only)", "", ""]
+    assert rows["random"][-2:] == ["+0.000", "[-0.100, +0.100]"]
     assert list(cells(faithfulness_table(None, head))) == ["a", "new", "random"]

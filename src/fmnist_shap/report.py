@@ -114,9 +114,12 @@ def confusion_png(predictions: Predictions, title: str) -> bytes:
     return _png(figure)
 
 
-def faithfulness_table(base_csv: bytes | None, head_csv: bytes | None) -> str:
+def faithfulness_table(
+    base_csv: bytes | None, head_csv: bytes | None, changes: dict[str, Change | None] | None = None
+) -> str:
     """Deletion / insertion AUC per variant, base → head, and the change of insertion − deletion
-    (positive: the explanation got more faithful), as a markdown table."""
+    (positive: the explanation got more faithful), with its paired 95% interval where `changes`
+    has one (`review.faithfulness_change`), as a markdown table."""
 
     def read(data: bytes | None) -> pd.DataFrame:
         columns = ["deletion_auc", "insertion_auc"]
@@ -139,16 +142,24 @@ def faithfulness_table(base_csv: bytes | None, head_csv: bytes | None) -> str:
     change = (both["insertion_auc_head"] - both["deletion_auc_head"]) - (
         both["insertion_auc_base"] - both["deletion_auc_base"]
     )
+
+    def interval(variant: str) -> str:
+        paired = (changes or {}).get(variant)
+        if paired is None:
+            return ""
+        return f"[{paired.low:+.3f}, {paired.high:+.3f}]{' beyond noise' * paired.beyond_noise}"
+
     table = pd.DataFrame(
         {
             "variant": both.index,
             "deletion AUC ↓ base → head": [cell(r, "deletion_auc") for _, r in both.iterrows()],
             "insertion AUC ↑ base → head": [cell(r, "insertion_auc") for _, r in both.iterrows()],
             "change of insertion − deletion": [f"{c:+.3f}" if pd.notna(c) else "" for c in change],
+            "95% CI (paired)": [interval(v) for v in both.index],
         }
     )
     return table.to_markdown(
-        index=False, colalign=("left", "left", "left", "right"), disable_numparse=True
+        index=False, colalign=("left", "left", "left", "right", "left"), disable_numparse=True
     )
 
 
@@ -332,7 +343,9 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
             "Right → wrong images, explained with the head model",
             _flips_section(repo, comparison, images, report_dir),
         )
-    faithfulness_rows = faithfulness_table(base.read(FAITHFULNESS), head.read(FAITHFULNESS))
+    faithfulness_rows = faithfulness_table(
+        base.read(FAITHFULNESS), head.read(FAITHFULNESS), faithfulness
+    )
     lines += _details("Faithfulness per variant (reports/faithfulness)", [faithfulness_rows])
     lines += _details("Params diff", [params or "No param changes."])
     lines += _details("Metrics diff (dvc metrics diff)", [metrics or "No metric changes."])
