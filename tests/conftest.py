@@ -21,7 +21,10 @@ NUM_CLASSES, IMAGE_HW = len(CLASS_NAMES), (28, 28)  # Fashion-MNIST's
 
 
 def repo_params[T](section: str, cls: type[T], **changes: Any) -> T:
-    """The repository's params.yaml section, with `changes` (validated like the file)."""
+    """The repository's params.yaml section, with `changes` (validated like the file).
+
+    The workspace's params.yaml changes with every `dvc exp run -S …`: a test pins every value
+    its assertions depend on, and takes only the rest (the section's shape) from the file."""
     return dataclasses.replace(load_params(REPO / "params.yaml", section, cls), **changes)
 
 
@@ -73,7 +76,9 @@ def trained_model(small_train: Split, small_val: Split):
         model,
         small_train,
         small_val,
-        repo_params("train", TrainParams, lr=3e-3, epochs=1, batch_size=64),
+        repo_params(
+            "train", TrainParams, lr=3e-3, lr_schedule="cosine", epochs=1, batch_size=64, seed=0
+        ),
     )
     return model
 

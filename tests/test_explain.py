@@ -38,6 +38,7 @@ FAST = repo_params(
         "expected_gradients": 8,
     },
     batch_size=256,
+    seed=0,
 )
 
 

@@ -85,7 +85,7 @@ def test_explain_gradients_gives_the_shared_explanation_format(
         "integrated_gradients": 64,
         "expected_gradients": 32,
     }
-    params = repo_params("explain", ExplainParams, top_k=3, budget=budget)
+    params = repo_params("explain", ExplainParams, top_k=3, budget=budget, seed=0)
     logits = predict(images)
     for name in ("integrated_gradients", "expected_gradients"):
         result = explain_gradients(trained_model, images, name, params, small_train.images_NHW)

@@ -65,7 +65,9 @@ def test_epoch_batches_cover_without_repeats() -> None:
 
 
 def test_fit_learns_and_is_deterministic(small_train: Split, small_val: Split) -> None:
-    params = repo_params("train", TrainParams, lr=2e-3, epochs=2, batch_size=64, seed=0)
+    params = repo_params(
+        "train", TrainParams, lr=2e-3, lr_schedule="cosine", epochs=2, batch_size=64, seed=0
+    )
     logs = []
     model_a = init_model(0, NUM_CLASSES, IMAGE_HW)
     history = fit(model_a, small_train, small_val, params, on_epoch=logs.append)
