@@ -13,7 +13,7 @@ from sklearn.metrics import f1_score, recall_score
 
 from fmnist_shap.artifacts import save_npz
 from fmnist_shap.data import CLASS_NAMES
-from fmnist_shap.report import verdict
+from fmnist_shap.report import param_change, verdict
 from fmnist_shap.review import Side, drift, faithfulness_change, predictions_change, top_overlap
 from fmnist_shap.significance import RESAMPLES, SEED, compare, mcnemar_exact
 from fmnist_shap.summary import VariantResult, ranked_with_intervals
@@ -182,3 +182,11 @@ def test_a_side_without_predictions_or_review_set_gives_a_labelled_partial_verdi
         "**Faithfulness**: not compared" in text and "**Explanation drift**: not compared" in text
     )
     assert len(lines) <= 15
+
+
+def test_param_changes_read_as_a_reviewer_says_them() -> None:
+    assert param_change("train.seed", 0, 1) == "train.seed 0 → 1"
+    assert param_change("explain.review_per_class", None, 1) == "explain.review_per_class = 1 (new)"
+    assert param_change("explain.partition_max_evals", 500, None) == (
+        "explain.partition_max_evals removed (was 500)"
+    )

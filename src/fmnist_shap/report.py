@@ -178,6 +178,15 @@ def _pair_row(
     return f"| {name}{changed} | {cells[0]} | {cells[1]} |"
 
 
+def param_change(key: str, old: object, new: object) -> str:
+    """'train.seed 0 → 1'; a key only one side has is said so."""
+    if old is None:
+        return f"{key} = {new} (new)"
+    if new is None:
+        return f"{key} removed (was {old})"
+    return f"{key} {old} → {new}"
+
+
 def verdict(
     comparison: Comparison | None,
     faithfulness: dict[str, Change | None],
@@ -321,7 +330,9 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     metrics = _run(["dvc", "metrics", "diff", base_rev, "--md", "--precision", "4"], repo).strip()
     changed = json.loads(_run(["dvc", "params", "diff", base_rev, "--json"], repo) or "{}")
     params_changed = [
-        f"{key} {v['old']} → {v['new']}" for file in changed.values() for key, v in file.items()
+        param_change(key, v["old"], v["new"])
+        for file in changed.values()
+        for key, v in sorted(file.items())
     ]
     report_dir, images = report.parent, report.parent / "pr"
     variants = sorted(json.loads(head.read(EXPLAIN_METRICS) or b"{}"))
