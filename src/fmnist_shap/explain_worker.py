@@ -85,8 +85,9 @@ class Loaded:
 
 
 def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attributions]:
-    """The variant's explanations of the trained model's top-k classes, and of the top-1 class
-    with re-initialised weights (the randomization check)."""
+    """The variant's explanations of the trained model's classes (`explained_classes`: the
+    top-k, or for the review set the true class first), and of the first of them with
+    re-initialised weights (the randomization check)."""
     models, params = loaded.models, loaded.params
     classes_NK = loaded.samples.explained_classes(params.top_k)
     if variant.explainer == "permutation":
