@@ -60,12 +60,15 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def confusion_counts(
-    weights_RN: np.ndarray, actual_N: np.ndarray, predicted_N: np.ndarray, classes: int
-) -> np.ndarray:
-    """Weighted confusion matrices (R, actual, predicted) of R resamples."""
+def cells(actual_N: np.ndarray, predicted_N: np.ndarray, classes: int) -> np.ndarray:
+    """Each image's confusion cell, one-hot: (images, classes²)."""
     onehot_NP = np.zeros((len(actual_N), classes * classes))
     onehot_NP[np.arange(len(actual_N)), actual_N * classes + predicted_N] = 1.0
+    return onehot_NP
+
+
+def confusion_counts(weights_RN: np.ndarray, onehot_NP: np.ndarray, classes: int) -> np.ndarray:
+    """Weighted confusion matrices (R, actual, predicted) of R resamples."""
     return (weights_RN @ onehot_NP).reshape(len(weights_RN), classes, classes)
 
 
@@ -141,10 +144,12 @@ def compare(base: Predictions, head: Predictions, resamples: int, seed: int) -> 
         "recall": recall,
     }
     n = len(base.actual_N)
+    base_cells = cells(base.actual_N, base.predicted_N, classes)
+    head_cells = cells(head.actual_N, head.predicted_N, classes)
     observed = np.ones((1, n))  # the first row: the observed (unweighted) metrics
     for weights_RN in [observed, *bootstrap_weights(n, resamples, seed)]:
-        base_counts = confusion_counts(weights_RN, base.actual_N, base.predicted_N, classes)
-        head_counts = confusion_counts(weights_RN, head.actual_N, head.predicted_N, classes)
+        base_counts = confusion_counts(weights_RN, base_cells, classes)
+        head_counts = confusion_counts(weights_RN, head_cells, classes)
         for name, function in functions.items():
             statistics[name].append(np.stack([function(base_counts), function(head_counts)]))
     joined = {name: np.concatenate(parts, axis=1) for name, parts in statistics.items()}
