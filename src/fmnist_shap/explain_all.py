@@ -69,7 +69,8 @@ class Inputs:
                 raise UserError(f"{path}: missing; run `dvc repro {stage}`")
         test, classes = load_split(self.test_npz), load_classes(self.classes_json)
         counts = np.bincount(test.labels_N, minlength=len(classes)).tolist()
-        self.params.check_data(test.images_NHW.shape[1:], counts)
+        train_size = len(load_split(self.train_npz))
+        self.params.check_data(test.images_NHW.shape[1:], counts, train_size)
 
 
 def _load(inputs: Inputs) -> None:

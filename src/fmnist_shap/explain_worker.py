@@ -7,6 +7,7 @@ imports neither jax nor shap (a few seconds saved on every run).
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from fmnist_shap.explain import (
 from fmnist_shap.explain_all import Inputs, VariantOutputs
 from fmnist_shap.faithfulness import Curves, faithfulness_curves, randomization_spearman
 from fmnist_shap.model import CNN, init_model, load_model, make_predict_fn
-from fmnist_shap.variants import ExplainParams, Variant
+from fmnist_shap.variants import KERAS_EXPLAINERS, ExplainParams, Variant
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,94 @@ class Loaded:
         return cls(models, samples, images, background, class_names, params)
 
 
+@dataclass(frozen=True)
+class Twins:
+    """Keras twins of the trained and the re-initialised model, and their background images:
+    built by the first Keras variant a worker computes (TensorFlow is imported only then)."""
+
+    trained: Any
+    randomized: Any
+    background_BHW: np.ndarray
+
+    @classmethod
+    def build(cls, loaded: Loaded) -> "Twins":
+        from fmnist_shap.keras_twin import background_images, build_twin, check_parity
+
+        params, models = loaded.params, loaded.models
+        background = background_images(loaded.background_BHW, params.keras_background, params.seed)
+        twins = []
+        for model, predict in (
+            (models.trained, models.predict),
+            (models.randomized, models.predict_randomized),
+        ):
+            twin = build_twin(model)
+            check_parity(twin, predict, np.concatenate([loaded.images_NHW, background]))
+            twins.append(twin)
+        return cls(twins[0], twins[1], background)
+
+
+_twins: Twins | None = None
+
+
+def twins_of(loaded: Loaded) -> Twins:
+    global _twins
+    if _twins is None:
+        _twins = Twins.build(loaded)
+    return _twins
+
+
+def explain_keras(
+    twin: Any,
+    images_NHW: np.ndarray,
+    explainer_id: str,
+    classes_NK: np.ndarray,
+    background_BHW: np.ndarray,
+    params: ExplainParams,
+) -> Attributions:
+    """One Keras explainer (`deep` or `gradient`) on the twin, for each image's `classes_NK`."""
+    from fmnist_shap.keras_twin import deep_shap, gradient_shap
+
+    start = time.perf_counter()
+    if explainer_id == "deep":
+        values, base_values = deep_shap(twin, images_NHW, classes_NK, background_BHW)
+        evals = len(background_BHW)  # one DeepLIFT pass against each background image
+    else:
+        samples = params.budget["gradient"]
+        values, base_values = gradient_shap(
+            twin, images_NHW, classes_NK, background_BHW, samples, params.seed
+        )
+        evals = samples
+    return Attributions(
+        values_NHWK=values.astype(np.float32),
+        base_values_NK=base_values.astype(np.float32),
+        classes_NK=classes_NK,
+        evals_per_image=float(evals),
+        seconds_per_image=(time.perf_counter() - start) / len(images_NHW),
+    )
+
+
+def explain_keras_pair(
+    variant: Variant, loaded: Loaded, classes_NK: np.ndarray
+) -> tuple[Attributions, Attributions]:
+    twins, images, params = twins_of(loaded), loaded.images_NHW, loaded.params
+    background = twins.background_BHW
+    trained = explain_keras(
+        twins.trained, images, variant.explainer, classes_NK, background, params
+    )
+    randomized = explain_keras(
+        twins.randomized, images, variant.explainer, classes_NK[:, :1], background, params
+    )
+    return trained, randomized
+
+
 def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attributions]:
     """The variant's explanations of the trained model's classes (`explained_classes`: the
     top-k, or for the review set the true class first), and of the first of them with
     re-initialised weights (the randomization check)."""
     models, params = loaded.models, loaded.params
     classes_NK = loaded.samples.explained_classes(params.top_k)
+    if variant.explainer in KERAS_EXPLAINERS:
+        return explain_keras_pair(variant, loaded, classes_NK)
     if variant.explainer == "permutation":
         return explain_permutation_pair(
             models.predict,

@@ -6,6 +6,7 @@ from fmnist_shap.params import require
 
 EXPLAINERS = ("partition", "permutation")  # shap's, with an image masker
 GRADIENT_EXPLAINERS = ("integrated_gradients", "expected_gradients")  # ours, in JAX
+KERAS_EXPLAINERS = ("deep", "gradient")  # shap's DeepExplainer, GradientExplainer: Keras twin
 SUBSTRATES = ("black", "blur")  # what deleted pixels become in the faithfulness curves
 # Masker id → what it is: shap's blur masker with a kernel the size of the image, or one of
 # OpenCV's two inpainting algorithms (`shap_masker` gives shap's own spelling).
@@ -31,6 +32,8 @@ class ExplainParams:
     explainers: tuple[str, ...]  # × maskers: the shap variants explain computes
     maskers: tuple[str, ...]
     gradient_explainers: tuple[str, ...]
+    keras_explainers: tuple[str, ...]
+    keras_background: int  # training images drawn with `seed`: DeepSHAP's reference set
     substrate: str  # deletion/insertion: what removed pixels become
     faithfulness_steps: int  # points on the deletion/insertion curves, after the first
     random_weights_seed: int  # the re-initialised model of the randomization check
@@ -50,6 +53,8 @@ class ExplainParams:
             self.gradient_explainers,
             GRADIENT_EXPLAINERS,
         )
+        _check_ids("explain.keras_explainers", "explainer", self.keras_explainers, KERAS_EXPLAINERS)
+        require(self.keras_background >= 1, "explain.keras_background", "must be >= 1, e.g. 100")
         require(
             self.substrate in SUBSTRATES,
             "explain.substrate",
@@ -58,12 +63,20 @@ class ExplainParams:
         require(self.faithfulness_steps >= 1, "explain.faithfulness_steps", "must be >= 1, e.g. 49")
         require(self.random_weights_seed >= 0, "explain.random_weights_seed", "must be >= 0")
 
-    def check_data(self, image_hw: tuple[int, int], class_counts: list[int]) -> None:
+    def check_data(
+        self, image_hw: tuple[int, int], class_counts: list[int], train_size: int
+    ) -> None:
         """The settings that depend on the data, checked once it is known and before any work:
         no more classes per image than the data has; as many test images of every class as the
         review set takes; Permutation needs one forward-and-back pass over every pixel
-        (2·H·W + 1 evaluations); no more curve steps than pixels."""
+        (2·H·W + 1 evaluations); no more curve steps than pixels; no larger Keras background
+        than the training set."""
         num_classes = len(class_counts)
+        require(
+            self.keras_background <= train_size,
+            "explain.keras_background",
+            f"is {self.keras_background}; the training set has only {train_size} images: lower it",
+        )
         require(
             min(class_counts) >= self.review_per_class,
             "explain.review_per_class",
@@ -91,7 +104,13 @@ class ExplainParams:
 
 
 # Partition needs its two reference rows (all masked, none masked) and one split.
-MIN_BUDGET = {"partition": 3, "permutation": 1, "integrated_gradients": 1, "expected_gradients": 1}
+MIN_BUDGET = {
+    "partition": 3,
+    "permutation": 1,
+    "integrated_gradients": 1,
+    "expected_gradients": 1,
+    "gradient": 1,
+}
 
 
 def _check_budget(budget: dict[str, int]) -> None:
@@ -125,7 +144,7 @@ class Variant:
 
     name: str  # its key in metrics.json and its folder name, e.g. partition-blur
     explainer: str
-    masker: str | None  # None for the gradient explainers
+    masker: str | None  # None for the gradient and Keras explainers
 
     @property
     def label(self) -> str:
@@ -134,20 +153,27 @@ class Variant:
 
 
 def variants_of(
-    explainers: tuple[str, ...], maskers: tuple[str, ...], gradient_explainers: tuple[str, ...]
+    explainers: tuple[str, ...],
+    maskers: tuple[str, ...],
+    gradient_explainers: tuple[str, ...],
+    keras_explainers: tuple[str, ...],
 ) -> list[Variant]:
-    """Every explainer × masker shap variant, then the gradient explainers."""
+    """Every explainer × masker shap variant, then the gradient explainers, then shap's
+    deep-learning explainers on the Keras twin."""
     shap_variants = [
         Variant(f"{explainer}-{masker}", explainer, masker)
         for explainer in explainers
         for masker in maskers
     ]
-    return shap_variants + [Variant(name, name, None) for name in gradient_explainers]
+    unmasked = (*gradient_explainers, *keras_explainers)
+    return shap_variants + [Variant(name, name, None) for name in unmasked]
 
 
 def selected_variants(params: ExplainParams) -> list[Variant]:
     """Every variant params.yaml selects, shap ones (explainer × masker) first."""
-    return variants_of(params.explainers, params.maskers, params.gradient_explainers)
+    return variants_of(
+        params.explainers, params.maskers, params.gradient_explainers, params.keras_explainers
+    )
 
 
-ALL_VARIANTS = variants_of(EXPLAINERS, tuple(MASKERS), GRADIENT_EXPLAINERS)
+ALL_VARIANTS = variants_of(EXPLAINERS, tuple(MASKERS), GRADIENT_EXPLAINERS, KERAS_EXPLAINERS)
