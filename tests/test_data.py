@@ -17,6 +17,7 @@ from fmnist_shap.raw import (
     RAW_SHA256,
     PrepareParams,
     fetch_raw,
+    keras_cache,
     load_raw,
     split_train_val,
     subset_test,
@@ -32,6 +33,14 @@ def test_raw_shapes_dtypes_and_labels(raw_splits: tuple[Split, Split]) -> None:
     assert np.bincount(train.labels_N).tolist() == [6000] * 10  # Fashion-MNIST is balanced
     assert np.bincount(test.labels_N).tolist() == [1000] * 10
     assert 0 < train.images_NHW.mean() < 255
+
+
+@pytest.fixture(autouse=True)
+def no_keras_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's real ~/.keras cache must not stand in for the sources a test checks."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("empty_keras_home")))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +71,32 @@ def test_fetch_from_mirror_verifies_and_writes(
     assert set(fetch_raw(tmp_path / "raw", mirror, urls=(), use_dvc_remote=False).values()) == {
         "already present"
     }
+
+
+def test_fetch_takes_keras_download_cache_and_verifies_it(
+    raw_dir: Path, gz_mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files `keras.datasets.fashion_mnist.load_data()` left in $KERAS_HOME are a source, checked
+    against the same pinned SHA-256 (Keras checks none)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cache = _gz_mirror(gz_mirror, tmp_path / "keras" / "datasets" / "fashion-mnist")
+    assert keras_cache() == cache
+    origins = fetch_raw(tmp_path / "raw", tmp_path / "no-mirror", urls=(), use_dvc_remote=False)
+    assert set(origins.values()) == {str(cache / f"{name}.gz") for name in RAW_SHA256}
+    for name in RAW_SHA256:
+        assert (tmp_path / "raw" / name).read_bytes() == (raw_dir / name).read_bytes()
+    name = "t10k-labels-idx1-ubyte"
+    payload = bytearray((raw_dir / name).read_bytes())
+    payload[-1] ^= 0xFF
+    (cache / f"{name}.gz").write_bytes(gzip.compress(bytes(payload)))
+    with pytest.raises(UserError, match=rf"{cache}/{name}.gz: SHA-256 .* does not match"):
+        fetch_raw(tmp_path / "raw2", None, urls=(), use_dvc_remote=False)
+    assert not (tmp_path / "raw2" / name).exists()
+
+
+def test_keras_cache_defaults_to_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KERAS_HOME")
+    assert keras_cache() == Path.home() / ".keras" / "datasets" / "fashion-mnist"
 
 
 def test_fetch_rejects_wrong_checksum_and_writes_nothing(

@@ -111,7 +111,8 @@ def fetch_raw(
 ) -> dict[str, str]:
     """Put the four verified IDX files in `out_dir`; return where each came from.
 
-    Sources in order: files already there, the DVC remote, the local mirror, the official URLs.
+    Sources in order: files already there, the DVC remote, the local mirror, Keras's download
+    cache (`keras_cache`), the official URLs.
     Every file is checked against its pinned SHA-256 before it is written (atomically).
     """
     out = Path(out_dir)
@@ -131,12 +132,21 @@ def fetch_raw(
     return origins
 
 
+def keras_cache() -> Path:
+    """Where `keras.datasets.fashion_mnist.load_data()` keeps the four .gz files:
+    $KERAS_HOME/datasets/fashion-mnist, by default ~/.keras/datasets/fashion-mnist."""
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(home) / "datasets" / "fashion-mnist"
+
+
 def _obtain(
     name: str, mirror: str | os.PathLike | None, urls: tuple[str, ...]
 ) -> tuple[bytes, str]:
-    if mirror is not None:
-        local = Path(mirror) / f"{name}.gz"
-        if local.is_file():
+    """The file from the mirror, else Keras's download cache, else the official URLs; the
+    caller verifies it against the pinned SHA-256 whatever its origin (Keras checks none)."""
+    for folder in (mirror, keras_cache()):
+        local = Path(folder) / f"{name}.gz" if folder is not None else None
+        if local is not None and local.is_file():
             return decompress(local.read_bytes(), str(local)), str(local)
     failures = []
     for base in urls:
@@ -148,7 +158,8 @@ def _obtain(
             failures.append(f"{url} ({getattr(error, 'reason', error)})")
     raise UserError(
         f"{name}.gz: not in the mirror {mirror} and not downloadable ({'; '.join(failures)}); "
-        "install Debian's dataset-fashion-mnist or pass --mirror DIR with the four .gz files"
+        "install Debian's dataset-fashion-mnist, run keras.datasets.fashion_mnist.load_data() once, "
+        "or pass --mirror DIR with the four .gz files"
     )
 
 
