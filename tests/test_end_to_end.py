@@ -19,11 +19,13 @@ pytestmark = pytest.mark.slow
 SMALL_PARAMS = {
     "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
     "train": {"epochs": 1, "batch_size": 100},
-    # Three of the eight variants keep the test short; the default builds all of them.
+    # Four of the ten variants keep the test short; the default builds all of them.
     "explain": {
         "explainers": ["partition", "permutation"],
         "maskers": ["telea"],
         "gradient_explainers": ["integrated_gradients"],
+        "keras_explainers": ["deep"],
+        "keras_background": 20,
         "samples_per_set": 1,
         "review_per_class": 1,
         "top_k": 3,
@@ -32,11 +34,12 @@ SMALL_PARAMS = {
             "permutation": 1569,
             "integrated_gradients": 32,
             "expected_gradients": 32,
+            "gradient": 32,
         },
         "faithfulness_steps": 16,
     },
 }
-VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients")
+VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients", "deep")
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -112,7 +115,7 @@ def project(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def test_repro_builds_every_output(project: Project) -> None:
-    for stage in ("prepare", "train", "evaluate", "explain", "summarize"):
+    for stage in ("prepare", "train", "evaluate", "explain", "export", "summarize"):
         assert f"Running stage '{stage}'" in project.repro_output
     root = project.path
     for rel in (
@@ -129,6 +132,10 @@ def test_repro_builds_every_output(project: Project) -> None:
         "reports/explain/variants/integrated_gradients/curves.csv",
         "reports/faithfulness/summary.md",
         "reports/faithfulness/deletion.csv",
+        "reports/explain/plots/deep-review.png",
+        "models/export/saved_model/saved_model.pb",
+        "models/export/model.tflite",
+        "models/export/model.jax_export",
     ):
         assert (root / rel).is_file(), rel
     metrics = json.loads((root / "reports/eval/metrics.json").read_text())
@@ -138,6 +145,12 @@ def test_repro_builds_every_output(project: Project) -> None:
     assert set(explain_metrics) == set(VARIANTS)  # only the selected variants
     assert explain_metrics["partition-telea"]["additivity_max_error"] < 1e-4
     assert explain_metrics["partition-telea"]["evals_per_image"] == 100
+    assert explain_metrics["deep"]["additivity_max_error"] < 1e-4
+    assert explain_metrics["deep"]["evals_per_image"] == 20  # one pass per background image
+    exported = json.loads((root / "reports/export/metrics.json").read_text())
+    assert exported["images"] == 1000 and exported["twin_max_logit_diff"] <= 1e-4
+    for kind in ("saved_model", "tflite", "jax_export"):
+        assert exported[kind]["class_agreement"] == 1.0, kind
 
 
 def test_status_clean_and_second_repro_does_nothing(project: Project) -> None:
@@ -163,6 +176,9 @@ def test_metrics_and_plots_commands_work(project: Project) -> None:
             assert key in explain_metrics[variant], (variant, key)
     table = project.run("dvc", "metrics", "show", "--md")
     assert "permutation-telea.insertion_auc" in table  # one column per variant and metric
+    experiments = project.run("dvc", "exp", "show", "--md")
+    for column in ("deep.deletion_auc", "tflite.max_logit_diff", "twin_max_logit_diff"):
+        assert column in experiments, column
     out = project.run("dvc", "plots", "show", "-o", "plots_html")
     html = (project.path / "plots_html" / "index.html").read_text()
     assert "Confusion matrix" in html and "Training curves" in html, out
@@ -183,9 +199,7 @@ def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
     assert {p: h for p, h in after.items() if p not in timing} == {
         p: h for p, h in before.items() if p not in timing
     }
-    assert {"data/prepared/train.npz", "models/model.npz", "reports/explain/variants"} <= set(
-        before
-    )
+    assert {"models/model.npz", "models/export", "reports/explain/variants"} <= set(before)
     assert values.read_bytes() == values_bytes
     project.back_to_head()
 

@@ -20,6 +20,7 @@ SMALL = {
         "explainers": ["partition"],
         "maskers": ["blur"],
         "gradient_explainers": ["integrated_gradients", "expected_gradients"],
+        "keras_explainers": [],  # tests/test_keras.py and the end-to-end test cover them
         "samples_per_set": 1,
         "review_per_class": 1,
         "top_k": 2,
@@ -28,6 +29,7 @@ SMALL = {
             "permutation": 1569,
             "integrated_gradients": 16,
             "expected_gradients": 16,
+            "gradient": 16,
         },
         "faithfulness_steps": 8,
     },

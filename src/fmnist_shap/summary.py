@@ -21,7 +21,12 @@ METRICS = (
     "additivity_max_error",
 )
 SCORE_COLUMNS = ["set", "test_index", "deletion_auc", "insertion_auc"]
-BASELINES = {"integrated_gradients": "black image", "expected_gradients": "training images"}
+BASELINES = {
+    "integrated_gradients": "black image",
+    "expected_gradients": "training images",
+    "deep": "training images (Keras twin)",
+    "gradient": "training images (Keras twin)",
+}
 
 
 @dataclass(frozen=True)
