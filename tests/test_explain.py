@@ -36,6 +36,7 @@ FAST = repo_params(
         "permutation": 1569,
         "integrated_gradients": 8,
         "expected_gradients": 8,
+        "gradient": 8,
     },
     batch_size=256,
     seed=0,

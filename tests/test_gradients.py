@@ -84,6 +84,7 @@ def test_explain_gradients_gives_the_shared_explanation_format(
         "permutation": 1,
         "integrated_gradients": 64,
         "expected_gradients": 32,
+        "gradient": 1,
     }
     params = repo_params("explain", ExplainParams, top_k=3, budget=budget, seed=0)
     logits = predict(images)
@@ -110,7 +111,13 @@ def test_gradient_explainer_errors(trained_model, images: np.ndarray) -> None:
         explain_gradients(
             trained_model, images, "expected_gradients", repo_params("explain", ExplainParams)
         )
-    budget = {"partition": 3, "permutation": 1, "integrated_gradients": 0, "expected_gradients": 8}
+    budget = {
+        "partition": 3,
+        "permutation": 1,
+        "integrated_gradients": 0,
+        "expected_gradients": 8,
+        "gradient": 1,
+    }
     with pytest.raises(
         UserError, match="explain.budget.integrated_gradients is 0; the minimum is 1"
     ):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fmnist_shap.errors import UserError, run_cli
-from fmnist_shap.variants import EXPLAINERS, GRADIENT_EXPLAINERS, MASKERS
+from fmnist_shap.variants import EXPLAINERS, GRADIENT_EXPLAINERS, KERAS_EXPLAINERS, MASKERS
 from stages import evaluate, explain, prepare, summarize, train
 from tests.conftest import REPO
 
@@ -283,7 +283,8 @@ def test_summary_ranks_every_variant(explained: Path) -> None:
     # A column for every possible variant, so dvc.yaml's plot holds for any selection; the
     # variants not built are empty.
     header = deletion[0].split(",")
-    every = [f"{e}-{m}" for e in EXPLAINERS for m in MASKERS] + list(GRADIENT_EXPLAINERS)
+    every = [f"{e}-{m}" for e in EXPLAINERS for m in MASKERS]
+    every += [*GRADIENT_EXPLAINERS, *KERAS_EXPLAINERS]
     assert header == ["fraction", *every, "random"]
     assert len(deletion) == 1 + 9
     first = dict(zip(header, deletion[1].split(","), strict=True))
