@@ -11,7 +11,7 @@ import pytest
 
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import CLASS_NAMES, Split
-from fmnist_shap.model import init_model
+from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.params import load_params
 from fmnist_shap.raw import DEFAULT_MIRROR, fetch_raw, load_raw
 from fmnist_shap.train import TrainParams, fit
@@ -107,3 +107,9 @@ def subprocess_env(library: Path) -> dict[str, str]:
 
 def pixels(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28)).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def predict(trained_model):
+    """`trained_model`'s numpy predictor."""
+    return make_predict_fn(trained_model, 256)

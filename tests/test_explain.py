@@ -44,11 +44,6 @@ FAST = repo_params(
 
 
 @pytest.fixture(scope="module")
-def predict(trained_model):
-    return make_predict_fn(trained_model, batch_size=256)
-
-
-@pytest.fixture(scope="module")
 def images(small_val: Split) -> np.ndarray:
     return small_val.images_NHW[:2]
 

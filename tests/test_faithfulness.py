@@ -16,7 +16,6 @@ from fmnist_shap.faithfulness import (
     step_counts,
     substrate_image,
 )
-from fmnist_shap.model import make_predict_fn
 from fmnist_shap.report import faithfulness_table
 from fmnist_shap.significance import Change
 from fmnist_shap.variants import SUBSTRATES, ExplainParams
@@ -26,11 +25,6 @@ from tests.conftest import repo_params
 @pytest.fixture(scope="module")
 def images(small_val: Split) -> np.ndarray:
     return small_val.images_NHW[:6]
-
-
-@pytest.fixture(scope="module")
-def predict(trained_model):
-    return make_predict_fn(trained_model, 256)
 
 
 def linear_model(seed: int = 0):

@@ -11,14 +11,8 @@ from fmnist_shap.gradients import (
     integrated_gradients,
     make_path_attributions,
 )
-from fmnist_shap.model import make_predict_fn
 from fmnist_shap.variants import ExplainParams
 from tests.conftest import repo_params
-
-
-@pytest.fixture(scope="module")
-def predict(trained_model):
-    return make_predict_fn(trained_model, 256)
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,8 @@ from fmnist_shap.keras_twin import (
     gradient_shap,
     twin_logits,
 )
-from fmnist_shap.model import init_model, load_model, make_predict_fn, save_model
+from fmnist_shap.model import init_model, load_model, save_model
 from tests.conftest import IMAGE_HW, NUM_CLASSES, subprocess_env
-
-
-@pytest.fixture(scope="module")
-def predict(trained_model):
-    return make_predict_fn(trained_model, 512)
 
 
 @pytest.fixture(scope="module")
