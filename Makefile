@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast setup system data lint lock bench bench-loop report clean-venv
+.PHONY: repro test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
 
 repro: setup data
 	dvc repro
@@ -16,7 +16,8 @@ repro: setup data
 test: setup data
 	$(BIN)/python -m pytest
 
-# The quick tier: everything but the tests that run real `dvc repro` in a temporary repository.
+# The quick tier: everything but the tests that run real `dvc repro` in a temporary repository
+# or start Dask clusters.
 test-fast: setup data
 	$(BIN)/python -m pytest -m "not slow"
 
@@ -53,6 +54,10 @@ bench: setup data
 # The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min).
 bench-loop: setup data
 	$(BIN)/python benchmarks/loop.py
+
+# The global stage's images/s with 1 and 2 Dask workers, and all 10k projected (~3 min).
+bench-global: setup data
+	$(BIN)/python benchmarks/global_bench.py
 
 # reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
 BASE ?= main

@@ -38,6 +38,8 @@ SMALL_PARAMS = {
         },
         "faithfulness_steps": 16,
     },
+    # Class-level maps of one image a class, on the stage's own LocalCluster.
+    "global": {"variants": ["integrated_gradients"], "per_class": 1, "chunk_size": 4, "workers": 2},
 }
 VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients", "deep")
 
@@ -115,7 +117,7 @@ def project(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def test_repro_builds_every_output(project: Project) -> None:
-    for stage in ("prepare", "train", "evaluate", "explain", "export", "summarize"):
+    for stage in ("prepare", "train", "evaluate", "explain", "export", "global", "summarize"):
         assert f"Running stage '{stage}'" in project.repro_output
     root = project.path
     for rel in (
@@ -136,6 +138,8 @@ def test_repro_builds_every_output(project: Project) -> None:
         "models/export/saved_model/saved_model.pb",
         "models/export/model.tflite",
         "models/export/model.jax_export",
+        "reports/global/plots/integrated_gradients.png",
+        "reports/global/maps.npz",
     ):
         assert (root / rel).is_file(), rel
     metrics = json.loads((root / "reports/eval/metrics.json").read_text())
@@ -151,6 +155,10 @@ def test_repro_builds_every_output(project: Project) -> None:
     assert exported["images"] == 1000 and exported["twin_max_logit_diff"] <= 1e-4
     for kind in ("saved_model", "tflite", "jax_export"):
         assert exported[kind]["class_agreement"] == 1.0, kind
+    assert json.loads((root / "reports/global/metrics.json").read_text()) == {
+        "integrated_gradients": {"images": 10}
+    }
+    assert json.loads((root / "reports/global/timing.json").read_text())["workers"] == 2
 
 
 def test_status_clean_and_second_repro_does_nothing(project: Project) -> None:
@@ -185,6 +193,7 @@ def test_metrics_and_plots_commands_work(project: Project) -> None:
     assert "Deletion AUC per variant" in html and "Insertion curves" in html
     for variant in VARIANTS:
         assert f"reports/explain/plots/{variant}-correct.png" in html
+    assert "reports/global/plots/integrated_gradients.png" in html
     shutil.rmtree(project.path / "plots_html")
 
 
@@ -212,12 +221,22 @@ def _stale_stages(project: Project) -> set[str]:
 def test_explain_code_and_params_rerun_only_what_reads_them(project: Project) -> None:
     with (project.path / "src/fmnist_shap/explain.py").open("a") as code:
         code.write("# an edit\n")
-    assert _stale_stages(project) == {"explain"}
+    assert _stale_stages(project) == {"explain", "global"}  # both explain with shap
     project.back_to_head()
     params = yaml.safe_load((project.path / "params.yaml").read_text())
     params["explain"]["seed"] += 1
     (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"explain", "global"}
+    project.back_to_head()
+    params["explain"]["seed"] -= 1
+    params["explain"]["top_k"] = 2  # read by explain only
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stale_stages(project) == {"explain"}
+    project.back_to_head()
+    params["explain"]["top_k"] = SMALL_PARAMS["explain"]["top_k"]
+    params["global"]["chunk_size"] = 3  # read by global only
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stale_stages(project) == {"global"}
     project.back_to_head()
     with (project.path / "src/fmnist_shap/raw.py").open("a") as code:
         code.write("# an edit to the download code\n")

@@ -101,6 +101,7 @@ def test_selected_images_are_the_first_of_every_class(inputs: dict) -> None:
         selected_images(labels, NUM_CLASSES, 1001)
 
 
+@pytest.mark.slow
 def test_maps_are_bit_identical_for_any_workers_and_chunk_size(
     inputs: dict, explain_params: ExplainParams, reference
 ) -> None:
@@ -120,6 +121,7 @@ def test_maps_are_bit_identical_for_any_workers_and_chunk_size(
             )
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_changes_nothing(
     inputs: dict, explain_params: ExplainParams, reference
 ) -> None:
@@ -140,6 +142,7 @@ def test_a_worker_killed_mid_run_changes_nothing(
         assert np.array_equal(result.maps[variant], reference.maps[variant]), variant
 
 
+@pytest.mark.slow
 def test_runs_on_an_existing_cluster_by_address(
     inputs: dict, explain_params: ExplainParams, reference, monkeypatch, tmp_path: Path
 ) -> None:
