@@ -41,7 +41,7 @@ def _params(tmp_path: Path, **overrides: dict) -> Path:
     """The repository's params.yaml with SMALL's values, then `overrides`, per section."""
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in doc.items():
-        values.update(SMALL[section] | overrides.get(section, {}))
+        values.update(SMALL.get(section, {}) | overrides.get(section, {}))
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
