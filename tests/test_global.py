@@ -122,6 +122,29 @@ def test_maps_are_bit_identical_for_any_workers_and_chunk_size(
 
 
 @pytest.mark.slow
+def test_two_runs_on_one_client_each_get_the_model(
+    inputs: dict, explain_params: ExplainParams, reference
+) -> None:
+    """The model bytes are scattered under a fresh key per run: a second run on the same client
+    does not lose them while the first run's reference is released (it did with content keys)."""
+    with dask_client(None, workers=1) as client:
+        for _ in range(2):
+            result = explain_many(
+                inputs["model"],
+                inputs["images"],
+                inputs["labels"],
+                inputs["indices"],
+                ("integrated_gradients",),
+                explain_params,
+                5,
+                client,
+            )
+            assert np.array_equal(
+                result.maps["integrated_gradients"], reference.maps["integrated_gradients"]
+            )
+
+
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_changes_nothing(
     inputs: dict, explain_params: ExplainParams, reference
 ) -> None:

@@ -210,7 +210,9 @@ def explain_many(
     from distributed import as_completed
 
     start = time.perf_counter()
-    model_future = client.scatter(Path(model_path).read_bytes(), broadcast=True)
+    # A key of its own (hash=False): with the default content hash, a second call on the same
+    # client could scatter under the key the first call's future is releasing, and lose it.
+    model_future = client.scatter(Path(model_path).read_bytes(), broadcast=True, hash=False)
     positions = chunks_of(np.arange(len(test_index_N)), chunk_size)
     futures = {}
     for variant in variants:
