@@ -200,6 +200,8 @@ def test_jax_export_reloads_for_any_batch_size(exported, trained_model, raw_spli
     # a last bit differently than the eager call.
     np.testing.assert_allclose(reloaded, np.asarray(trained_model(images)), rtol=0, atol=1e-5)
     assert np.array_equal(reloaded, jax_export_logits(out / "model.jax_export", images))
+    # No source paths inside: the same model exported from another checkout is the same file.
+    assert b".py" not in (out / "model.jax_export").read_bytes()
 
 
 def test_export_refuses_an_unloadable_format_and_writes_nothing(

@@ -75,10 +75,18 @@ def tflite_bytes(saved_model: Path) -> bytes:
 
 
 def jax_export_bytes(model: CNN) -> bytes:
-    """`jax.export` of uint8 pixels (b, H, W) → logits, for any batch size b."""
+    """`jax.export` of uint8 pixels (b, H, W) → logits, for any batch size b; the same bytes
+    from any checkout folder."""
     (batch,) = export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((batch, *model.image_hw), jnp.uint8)
-    return bytes(export.export(jax.jit(model))(spec).serialize())
+    # No Python tracebacks in the program's locations: they hold the checkout's absolute paths,
+    # and the same model exported from another folder would be another file.
+    previous = jax.config.jax_traceback_in_locations_limit
+    jax.config.update("jax_traceback_in_locations_limit", 0)
+    try:
+        return bytes(export.export(jax.jit(model))(spec).serialize())
+    finally:
+        jax.config.update("jax_traceback_in_locations_limit", previous)
 
 
 def reloaded_logits(files: dict[str, Path], images_NHW: np.ndarray) -> dict[str, np.ndarray]:
