@@ -214,3 +214,32 @@ def test_export_refuses_an_unloadable_format_and_writes_nothing(
         export.export_model(trained_model, raw_splits[1].images_NHW[:50], tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_a_worker_builds_twins_for_the_inputs_it_loaded(
+    trained_model, raw_splits: tuple[Split, Split], small_train: Split
+) -> None:
+    """A process that explains two models one after the other (a single-process run) gets
+    each model's twins, not the first one's again."""
+    from fmnist_shap.explain_worker import Loaded, Models, twins_of
+    from fmnist_shap.variants import ExplainParams
+    from tests.conftest import repo_params
+
+    params = repo_params("explain", ExplainParams, keras_background=5, seed=0)
+    images = raw_splits[1].images_NHW[:4]
+
+    def loaded(model) -> Loaded:
+        models = Models.build(model, params)
+        return Loaded(models, None, images, small_train.images_NHW[:50], (), params)
+
+    first, second = loaded(trained_model), loaded(init_model(3, NUM_CLASSES, IMAGE_HW))
+    twins = twins_of(first)
+    assert twins_of(first) is twins  # built once per loaded inputs
+    other = twins_of(second)
+    assert other is not twins
+    np.testing.assert_allclose(
+        twin_logits(other.trained, images), second.models.predict(images), atol=1e-4
+    )
+    assert (
+        np.abs(twin_logits(other.trained, images) - twin_logits(twins.trained, images)).max() > 0.1
+    )

@@ -111,14 +111,16 @@ class Twins:
         return cls(twins[0], twins[1], background)
 
 
-_twins: Twins | None = None
+# The twins of the inputs a worker loaded, built on first use (a process that loads other
+# inputs, as a single-process run may, builds new ones).
+_twins: tuple[Loaded, Twins] | None = None
 
 
 def twins_of(loaded: Loaded) -> Twins:
     global _twins
-    if _twins is None:
-        _twins = Twins.build(loaded)
-    return _twins
+    if _twins is None or _twins[0] is not loaded:
+        _twins = (loaded, Twins.build(loaded))
+    return _twins[1]
 
 
 def explain_keras(
