@@ -1,9 +1,11 @@
 """DVC stage `evaluate`: test-set metrics, confusion matrix entries, classification report."""
 
 import argparse
+from pathlib import Path
 
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
+from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
 from fmnist_shap.evaluation import write_evaluation
 from fmnist_shap.model import load_model, make_predict_fn
@@ -22,6 +24,7 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache()  # a rerun loads the compiled step instead of compiling it
     predicted = make_predict_fn(model)(test.images_NHW).argmax(-1)
     metrics = write_evaluation(args.out_dir, test.labels_N, predicted, class_names)
+    record_environment(Path(args.out_dir) / "environment.json")
     print(f"evaluate: accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
 
 

@@ -3,7 +3,9 @@ image plots, faithfulness and randomization metrics per variant."""
 
 import argparse
 import sys
+from pathlib import Path
 
+from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
 from fmnist_shap.explain_all import Inputs, VariantOutputs, explain_all, write_outputs
 from fmnist_shap.params import load_params
@@ -39,6 +41,7 @@ def main(argv: list[str]) -> None:
     inputs = Inputs(args.test_npz, args.train_npz, args.classes_json, args.model, params)
     results = explain_all(inputs, args.workers, on_variant=report)
     write_outputs(results, args.out_dir)
+    record_environment(Path(args.out_dir) / "environment.json")
 
 
 if __name__ == "__main__":

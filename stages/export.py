@@ -2,9 +2,11 @@
 artifact, each reloaded in a fresh process and checked against the Flax model on the test set."""
 
 import argparse
+from pathlib import Path
 
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_split
+from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
 from fmnist_shap.export import FILES as FORMATS
 from fmnist_shap.export import export_model, write_export_metrics
@@ -23,6 +25,7 @@ def main(argv: list[str]) -> None:
     enable_compilation_cache()
     metrics = export_model(model, test.images_NHW, args.out_dir)
     write_export_metrics(metrics, args.metrics_dir)
+    record_environment(Path(args.metrics_dir) / "environment.json")
     sizes = ", ".join(f"{kind} {metrics[kind]['size_bytes'] / 1e6:.2f} MB" for kind in FORMATS)
     diffs = ", ".join(f"{kind} {metrics[kind]['max_logit_diff']:.1e}" for kind in FORMATS)
     print(

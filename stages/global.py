@@ -3,9 +3,11 @@ chunks on a Dask cluster (a LocalCluster started here unless a scheduler address
 
 import argparse
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
+from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
 from fmnist_shap.global_explain import GlobalParams, run_global, write_global
 from fmnist_shap.params import load_params
@@ -33,6 +35,7 @@ def main(argv: list[str]) -> None:
             args.test_npz, args.classes_json, args.model, params, explain_params, progress
         )
     write_global(result, class_names, args.out_dir)
+    record_environment(Path(args.out_dir) / "environment.json")
     images = len(result.test_index_N) * len(result.maps)
     print(
         f"global: {len(result.test_index_N)} images × {len(result.maps)} variants in "

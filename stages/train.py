@@ -1,16 +1,18 @@
 """DVC stage `train`: fit the CNN, log per-epoch curves with dvclive, save the weights."""
 
 import argparse
+from pathlib import Path
 
 from dvclive import Live
 
 from fmnist_shap.artifacts import atomic_dir
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
+from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
 from fmnist_shap.model import init_model, save_model
 from fmnist_shap.params import load_params
-from fmnist_shap.train import EpochLog, TrainParams, fit
+from fmnist_shap.train import EpochLog, TrainParams, fit, training_fingerprint
 
 
 def main(argv: list[str]) -> None:
@@ -42,6 +44,9 @@ def main(argv: list[str]) -> None:
 
             history = fit(model, train, val, params, on_epoch=log_epoch)
         save_model(args.model_out, model)
+    record_environment(
+        Path(args.log_dir) / "environment.json", training_fingerprint=training_fingerprint()
+    )
     print(f"train: {len(history)} epochs, val_accuracy {history[-1].val_accuracy:.4f}")
 
 

@@ -1,8 +1,13 @@
 """Shared fixtures: the real Fashion-MNIST files, and small real subsets of them."""
 
 import dataclasses
+import json
 import os
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +118,72 @@ def pixels(n: int, seed: int = 0) -> np.ndarray:
 def predict(trained_model):
     """`trained_model`'s numpy predictor."""
     return make_predict_fn(trained_model, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Server:
+    """A real S3-API server (moto's) on 127.0.0.1, with a bucket, a writer and a reader."""
+
+    endpoint: str
+    bucket: str
+    writer: dict[str, str]  # AWS_* variables of a user who may read and write the bucket
+    reader: dict[str, str]  # AWS_* variables of a user who may only read it
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto_server in its own process; after setup it checks every request's signature and the
+    user's IAM policy, so wrong or read-only credentials are refused as S3 would."""
+    import boto3
+    import requests
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                requests.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        admin = {"aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", **admin)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **admin)
+        s3.create_bucket(Bucket="team-dvc")
+        users = {}
+        for user, actions in (
+            ("writer", ["s3:*"]),
+            # Read-only as on AWS; moto authorises a HEAD of the bucket as s3:HeadBucket (AWS
+            # as s3:ListBucket).
+            ("reader", ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"]),
+        ):
+            iam.create_user(UserName=user)
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+            }
+            iam.put_user_policy(
+                UserName=user, PolicyName=f"{user}-dvc", PolicyDocument=json.dumps(policy)
+            )
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            users[user] = {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+        # From now on every request is authenticated and authorised.
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+        yield S3Server(endpoint, "team-dvc", users["writer"], users["reader"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -28,7 +28,7 @@ def imported_modules(path: Path) -> set[str]:
 def import_closure(script: Path) -> set[str]:
     """Every library file a script runs: its imports, theirs, and so on."""
     seen: set[str] = set()
-    todo = imported_modules(script)
+    todo = imported_modules(script) | {"__init__"}  # the package runs first, whatever is imported
     while todo:
         module = todo.pop()
         if module not in seen:

@@ -6,13 +6,14 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, S3Server, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -260,6 +261,68 @@ def test_push_then_pull_in_a_fresh_clone(project: Project, tmp_path: Path) -> No
     assert "up to date" in run(["dvc", "status"], clone, project.env)
     assert "Running stage" not in run(["dvc", "repro"], clone, project.env)
     assert lock_hashes(clone) == lock_hashes(project.path)
+
+
+def _s3_env(env: dict[str, str], keys: dict[str, str], home: Path) -> dict[str, str]:
+    """`env` with only `keys` as AWS credentials (no user's AWS files)."""
+    clean = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    return (
+        clean
+        | keys
+        | {"AWS_CONFIG_FILE": str(home / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "none")}
+    )
+
+
+def test_s3_remote_carries_outputs_and_experiments_between_clones(
+    project: Project, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """The team setup: outputs pushed once with write keys; a fresh clone with read-only keys
+    pulls instead of recomputing; an experiment travels with `dvc exp push` / `dvc exp pull`."""
+    url, endpoint = f"s3://{s3_server.bucket}/project", s3_server.endpoint
+    writer = _s3_env(project.env, s3_server.writer, tmp_path)
+    reader = _s3_env(project.env, s3_server.reader, tmp_path)
+
+    def clone(name: str) -> Path:
+        path = tmp_path / name
+        run(["git", "clone", "-q", str(project.path), str(path)], tmp_path, project.env)
+        run(["dvc", "remote", "add", "--local", "-d", "team", url], path, project.env)
+        run(
+            ["dvc", "remote", "modify", "--local", "team", "endpointurl", endpoint],
+            path,
+            project.env,
+        )
+        return path
+
+    project.run("dvc", "remote", "add", "--local", "-d", "-f", "team", url)
+    project.run("dvc", "remote", "modify", "--local", "team", "endpointurl", endpoint)
+    run(["dvc", "push", "--quiet"], project.path, writer)
+
+    first = clone("first")
+    pulled = run([sys.executable, "-m", "fmnist_shap.remote", "pull"], first, reader)
+    total = len(lock_hashes(first))
+    assert f"pulled {total} of {total} outputs of dvc.lock" in pulled
+    assert "up to date" in run(["dvc", "status"], first, reader)
+    assert "Running stage" not in run(["dvc", "repro"], first, reader)
+    assert (first / "models/model.npz").read_bytes() == (
+        project.path / "models/model.npz"
+    ).read_bytes()
+
+    # An experiment in the first clone; read-only keys cannot publish it, write keys can.
+    run(["dvc", "exp", "run", "--quiet", "-n", "seed-1", "-S", "explain.seed=1"], first, writer)
+    denied = subprocess.run(["dvc", "push"], cwd=first, env=reader, capture_output=True, text=True)
+    assert denied.returncode != 0 and "403" in denied.stdout + denied.stderr
+    run(["dvc", "exp", "push", "origin", "seed-1"], first, writer)
+
+    second = clone("second")
+    run(["dvc", "exp", "pull", "origin", "seed-1"], second, reader)
+    assert "seed-1" in run(["dvc", "exp", "show", "--md"], second, reader)
+    run(["dvc", "exp", "apply", "seed-1"], second, reader)
+    assert "up to date" in run(["dvc", "status"], second, reader)
+    metrics = "reports/explain/metrics.json"
+    assert (second / metrics).read_text() == (first / metrics).read_text()
+    values = "reports/explain/variants/integrated_gradients/values.npz"
+    assert (second / values).read_bytes() == (first / values).read_bytes()
+    project.run("dvc", "remote", "remove", "--local", "team")
 
 
 def _accuracy(row: dict) -> float:

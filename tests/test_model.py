@@ -1,3 +1,9 @@
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -10,14 +16,13 @@ from fmnist_shap.artifacts import load_npz, save_npz
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.model import (
-    CHUNK_ROWS,
-    chunked_logits,
+    MIN_ROWS,
     init_model,
     load_model,
     make_predict_fn,
     save_model,
 )
-from tests.conftest import IMAGE_HW, NUM_CLASSES, pixels
+from tests.conftest import IMAGE_HW, NUM_CLASSES, REPO, pixels, subprocess_env
 
 
 def test_logits_shape_and_finite() -> None:
@@ -72,35 +77,38 @@ def test_load_rejects_missing_or_foreign_files(tmp_path: Path) -> None:
         load_model(tmp_path / "junk.npz")
 
 
-@pytest.mark.parametrize("n", [CHUNK_ROWS, 3 * CHUNK_ROWS, 3 * CHUNK_ROWS + 5])
-def test_chunked_logits_equal_one_model_call(trained_model, small_val: Split, n: int) -> None:
-    # The chunks are a speed device only: every row gets the logits of one plain model call
-    # (bit-identical on the machines we measured; the tolerance allows for other CPUs).
-    graphdef, state = nnx.split(trained_model)
-    images = jnp.asarray(small_val.images_NHW[:n], jnp.float32)
-    plain = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, images)
-    chunked = jax.jit(lambda s, x: chunked_logits(nnx.merge(graphdef, s), x))(state, images)
-    assert chunked.shape == (n, 10)
-    np.testing.assert_allclose(chunked, plain, rtol=1e-6, atol=1e-5)
-    assert np.array_equal(chunked.argmax(-1), plain.argmax(-1))
+def test_a_rows_logits_do_not_depend_on_the_call_size(trained_model, small_val: Split) -> None:
+    # An image's logits (and so its SHAP values) must not depend on how many other images
+    # share the model call: calls of 1–32 rows would use another XLA:CPU kernel (MIN_ROWS).
+    images = small_val.images_NHW[:200]
+    together = make_predict_fn(trained_model, batch_size=512)(images)
+    for n, batch_size in ((1, 512), (7, 512), (MIN_ROWS + 3, 512), (200, 16), (200, 128)):
+        alone = make_predict_fn(trained_model, batch_size=batch_size)(images[:n])
+        assert np.array_equal(alone, together[:n]), (n, batch_size)
 
 
-def test_chunked_gradients_equal_one_model_call(small_val: Split) -> None:
-    # Training differentiates through the chunks: the weight gradients of the mean loss are
-    # those of one call over the whole batch, up to float summation order.
-    graphdef, state = nnx.split(init_model(0, NUM_CLASSES, IMAGE_HW))
-    images = jnp.asarray(small_val.images_NHW[:64])
-    labels = jnp.asarray(small_val.labels_N[:64], jnp.int32)
+def fingerprint_on(cores: list[int]) -> str:
+    """`training_fingerprint()` in a fresh process pinned to `cores`."""
+    script = "from fmnist_shap.train import training_fingerprint; print(training_fingerprint())"
+    cmd = ["taskset", "-c", ",".join(map(str, cores)), sys.executable, "-c", script]
+    env = subprocess_env(REPO / "src")
+    env.pop("XLA_FLAGS", None)  # as in a user's shell: the package sets its own
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
-    def loss(apply, s):
-        logits = apply(nnx.merge(graphdef, s), images)
-        return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
 
-    plain = jax.jit(jax.grad(lambda s: loss(lambda m, x: m(x), s)))(state)
-    chunked = jax.jit(jax.grad(lambda s: loss(chunked_logits, s)))(state)
-    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(chunked), strict=True):
-        assert np.abs(np.asarray(a)).max() > 0
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+def test_training_bits_are_those_of_dvc_lock_on_any_core_count() -> None:
+    """The machine that made dvc.lock recorded its fingerprint; this one must compute the same
+    on one core and on all of them (the removed 8-row chunking made the bits depend on the
+    thread count; platform-dependent math made them depend on the CPU)."""
+    if platform.machine() not in ("x86_64", "AMD64") or not shutil.which("taskset"):
+        pytest.skip("the reference bits are x86-64's; taskset pins the cores")
+    recorded = json.loads((REPO / "reports/train/environment.json").read_text())
+    cores = sorted(os.sched_getaffinity(0))
+    digests = {fingerprint_on([cores[0]]), fingerprint_on(cores)}
+    assert digests == {recorded["training_fingerprint"]}, (
+        f"this CPU trains other bits than the one that made dvc.lock ({recorded['cpu']}): {digests}; "
+        "`dvc pull` the outputs instead of retraining (README, shared remote)"
+    )
 
 
 def test_load_refuses_wrong_weight_names_or_shapes(tmp_path: Path) -> None:

@@ -31,27 +31,6 @@ class CNN(nnx.Module):
         return self.dense(x_NHWC.reshape(x_NHWC.shape[0], -1))
 
 
-# Rows per model application in `chunked_logits`. One jitted call made of 8-row pieces runs
-# about twice as fast as one 128- or 512-row convolution on XLA:CPU: the pieces run side by side
-# on the cores, each with its activations in the core's 1 MiB L2 cache (one 8-row convolution
-# alone is no faster; `make bench` profiles both). Each row's logits are bit-identical whatever
-# the chunking, so only the speed changes.
-CHUNK_ROWS = 8
-
-
-def chunked_logits(model: CNN, pixels_NHW: jax.Array, rows: int = CHUNK_ROWS) -> jax.Array:
-    """`model(pixels_NHW)`, traced as one model call per `rows` images and concatenated.
-
-    Meant inside `jax.jit`: the chunks are unrolled in the traced graph (a `lax.map` loop would
-    be slower: XLA:CPU runs convolutions inside loop bodies many times slower), so compile time
-    grows with N / rows; callers keep N to a few hundred.
-    """
-    n = pixels_NHW.shape[0]
-    if n <= rows:
-        return model(pixels_NHW)
-    return jnp.concatenate([model(pixels_NHW[i : i + rows]) for i in range(0, n, rows)])
-
-
 def init_model(seed: int, num_classes: int, image_hw: tuple[int, int]) -> CNN:
     """A freshly initialised CNN; the seed fixes every weight."""
     return CNN(num_classes, nnx.Rngs(params=seed), image_hw)
@@ -63,17 +42,24 @@ def make_forward(graphdef: nnx.GraphDef) -> Callable[[nnx.State, jax.Array], jax
 
     @jax.jit
     def forward(state: nnx.State, pixels_BHW: jax.Array) -> jax.Array:
-        return chunked_logits(nnx.merge(graphdef, state), pixels_BHW)
+        return nnx.merge(graphdef, state)(pixels_BHW)
 
     return forward
 
 
+# Fewest rows per model call. On XLA:CPU (jax 0.12) a row's logits are bit-identical in every call
+# of 64 rows or more, but calls of 1–32 rows compute them with another kernel whose last bits
+# differ; padding every call to at least 64 rows makes an image's logits, and so its SHAP
+# values, independent of how many other images share the call (tests/test_model.py).
+MIN_ROWS = 64
+
+
 def padded_size(n: int, batch_size: int) -> int:
-    """The smallest power of two ≥ n (at least 8), capped at `batch_size`."""
-    size = 8
+    """The smallest power of two ≥ n, at least `MIN_ROWS`, capped at `batch_size` (or MIN_ROWS)."""
+    size = MIN_ROWS
     while size < n:
         size *= 2
-    return min(size, batch_size)
+    return min(size, max(batch_size, MIN_ROWS))
 
 
 def batched_logits(
@@ -84,7 +70,7 @@ def batched_logits(
 ) -> np.ndarray:
     """Logits for any number of images, in chunks of at most `batch_size`.
 
-    Each chunk is zero-padded to a power of two (8, 16, …, batch_size), so the jitted forward
+    Each chunk is zero-padded to a power of two (64, 128, …, batch_size), so the jitted forward
     compiles a handful of shapes once instead of once per size shap happens to send, and a
     call with 3 rows does not pay for `batch_size` rows.
     """
@@ -103,7 +89,7 @@ def batched_logits(
 def make_predict_fn(model: CNN, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
     """numpy pixels (N, H, W) or (N, H, W, 1) in [0, 255] → numpy logits (N, classes).
 
-    Calls of at most `batch_size` rows are padded to the next power of two (8, 16, …,
+    Calls of at most `batch_size` rows are padded to the next power of two (64, 128, …,
     `batch_size`), longer ones cut into `batch_size` chunks (`batched_logits`): the jitted
     forward compiles a handful of shapes, whatever N the caller (shap, evaluation) passes.
     """

@@ -29,6 +29,7 @@ from fmnist_shap.review import (
     predictions_change,
 )
 from fmnist_shap.significance import Change, Comparison, Predictions
+from fmnist_shap.verify import provenance
 
 CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
@@ -192,10 +193,14 @@ def verdict(
     faithfulness: dict[str, Change | None],
     drifts: dict[str, Drift | None],
     params_changed: list[str],
+    untouched: str | None = None,
 ) -> list[str]:
-    """At most ~15 lines: what changed, and whether it is beyond noise."""
+    """At most ~15 lines: what changed, and whether it is beyond noise; `untouched` says how the
+    stages the change did not touch got their outputs (`verify.provenance`)."""
     lines = ["## Verdict", ""]
     lines.append(f"- **Params changed**: {', '.join(params_changed) or 'none'}")
+    if untouched:
+        lines.append(untouched)
     if comparison is None:
         lines.append(
             "- **Predictions**: not compared — one side has no per-image test predictions "
@@ -342,7 +347,7 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     plots = sorted(p.stem for p in (repo / SHAP_PLOTS).glob("*.png"))
 
     lines = [f"# Pipeline report: workspace vs `{base_rev}`", ""]
-    lines += verdict(comparison, faithfulness, drifts, params_changed)
+    lines += verdict(comparison, faithfulness, drifts, params_changed, provenance(repo, base_rev))
     lines += ["## Review set: the same images, base and head", ""]
     review = [p for p in plots if p.endswith("-review")]
     lines += _plots_rows(base, head, review, images, report_dir) if review else ["(none)"]
