@@ -8,10 +8,27 @@ BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
+.PHONY: repro pull verify calibrate test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
 
+# Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
+# then compute only what is missing or changed.
 repro: setup data
+	$(BIN)/python -m fmnist_shap.remote pull --or-compute
 	dvc repro
+
+# Outputs from the shared DVC remote; stops with one line when it cannot be read.
+pull: setup
+	$(BIN)/python -m fmnist_shap.remote pull
+
+# After `dvc repro`: which outputs are bit-identical to the committed dvc.lock, which differ and
+# by how much, and this machine's environment against the one that made dvc.lock.
+verify: setup
+	$(BIN)/python -m fmnist_shap.verify
+
+# reports/calibration.json: how far retraining with train.seed + 1 moves every metric (the whole
+# pipeline once more, as a temporary experiment); `make verify` shows it beside each difference.
+calibrate: setup
+	$(BIN)/python -m fmnist_shap.calibrate
 
 test: setup data
 	$(BIN)/python -m pytest
