@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from fmnist_shap.data import CLASS_NAMES
-from fmnist_shap.model import CHUNK_ROWS, CNN, init_model
+from fmnist_shap.model import CNN, init_model
 from fmnist_shap.params import load_params
 from fmnist_shap.raw import load_raw
 from fmnist_shap.train import (
@@ -40,6 +40,10 @@ from fmnist_shap.variants import ExplainParams
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES, IMAGE_HW = len(CLASS_NAMES), (28, 28)  # Fashion-MNIST's
+# The 8-row chunking the model used until it made the bits depend on the core count: profiled
+# against one whole-batch op, to show whether it would still pay on this machine.
+OLD_CHUNK_ROWS = 8
+PLATFORM_MATH_ON = "--xla_cpu_enable_platform_dependent_math=true"  # XLA's default
 
 
 def matmul_peak_gflops(n: int = 2048, reps: int = 20) -> float:
@@ -217,6 +221,16 @@ def shap_child(style: str, explainer: str, n: int, model_path: str, raw_dir: str
     print(json.dumps({"cold": cold, "steady": steady, "values": result.values_NHWK[:2].tolist()}))
 
 
+def train_rate(xla_flags: str, steps: int, raw_dir: str) -> float:
+    """Our loop's images/s in a fresh process with `xla_flags` in $XLA_FLAGS."""
+    env = os.environ | {"XLA_FLAGS": xla_flags}
+    command = [sys.executable, __file__, "--train-child", str(steps), "--raw", raw_dir]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"training measurement failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def shap_seconds(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> dict:
     """Run one SHAP measurement in a fresh process, so cold start includes every compile."""
     command = [sys.executable, __file__, "--shap-child", style, explainer, str(n), model_path]
@@ -233,6 +247,7 @@ def main() -> None:
     parser.add_argument("--raw", default=str(REPO / "data" / "raw"))
     parser.add_argument("--model", default=str(REPO / "models" / "model.npz"))
     parser.add_argument("--peak-only", action="store_true", help="print the matmul peak only")
+    parser.add_argument("--train-child", type=int, metavar="STEPS", help=argparse.SUPPRESS)
     parser.add_argument(
         "--shap-child",
         nargs=4,
@@ -243,6 +258,12 @@ def main() -> None:
     if args.shap_child:
         style, explainer, n, model = args.shap_child
         shap_child(style, explainer, int(n), model, args.raw)
+        return
+    if args.train_child:
+        params = load_params(REPO / "params.yaml", "train", TrainParams)
+        train, _ = load_raw(args.raw)
+        images, labels = jnp.asarray(train.images_NHW), jnp.asarray(train.labels_N, jnp.int32)
+        print(ours_images_per_s(params, images, labels, args.train_child))
         return
     if args.peak_only:
         print(f"matmul peak {matmul_peak_gflops():.1f} GFLOP/s")
@@ -285,7 +306,14 @@ def main() -> None:
             f"{len(train.labels_N) * (1 - 5000 / 60000) / rate:5.1f} s/epoch"
         )
     print(f"train speed-up ours / tutorial-style: {ours / tutorial:.2f}x")
-    op_profile(params.batch_size, CHUNK_ROWS, peak)
+    # The XLA settings of src/fmnist_shap/environment.py against XLA's default, each in a fresh
+    # process (XLA reads its flags once), timed back to back.
+    settings = {"reproducible settings": "", "XLA's default math": PLATFORM_MATH_ON}
+    rates = {name: train_rate(flag, args.steps, args.raw) for name, flag in settings.items()}
+    cells = ", ".join(f"{name} {rate:.0f} images/s" for name, rate in rates.items())
+    ratio = rates["reproducible settings"] / rates["XLA's default math"]
+    print(f"train, fresh processes: {cells} ({ratio:.2f}x)")
+    op_profile(params.batch_size, OLD_CHUNK_ROWS, peak)
 
     for explainer in ("partition", "permutation"):
         ours_shap = shap_seconds("ours", explainer, args.shap_images, model_path, args.raw)

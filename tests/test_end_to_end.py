@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fmnist_shap.verify import provenance
 from tests.conftest import REPO, S3Server, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -212,6 +213,66 @@ def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
     assert {"models/model.npz", "models/export", "reports/explain/variants"} <= set(before)
     assert values.read_bytes() == values_bytes
     project.back_to_head()
+
+
+def test_verify_says_what_reproduced(project: Project) -> None:
+    """`make verify` against the commit it reproduced, then against a base made "elsewhere":
+    another CPU recorded, another model hash, an accuracy 0.001 higher."""
+    here = project.run("python", "-m", "fmnist_shap.verify")
+    for stage in ("prepare", "train", "evaluate", "explain", "export", "global", "summarize"):
+        assert re.search(rf"\| {stage} +\| bit-identical \(reproduced\)", here), here
+    assert "Metrics that differ\n\nnone" in here
+    assert (
+        "same as the committed one" in here
+        and "Environment as each stage recorded it vs here: the same." in here
+    )
+
+    root = project.path
+    lock = (root / "dvc.lock").read_text()
+    metrics_file = root / "reports/eval/metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    old_md5 = {
+        p: h
+        for p, h in lock_hashes(root).items()
+        if p in ("models/model.npz", "reports/eval/metrics.json")
+    }
+    elsewhere = json.loads((root / "reports/train/environment.json").read_text()) | {
+        "cpu": "Intel Xeon (elsewhere)"
+    }
+    project.run("git", "checkout", "-q", "-b", "elsewhere")
+    for md5 in old_md5.values():
+        lock = lock.replace(md5, "0" * 32)
+    (root / "dvc.lock").write_text(lock)
+    metrics_file.write_text(json.dumps(metrics | {"accuracy": metrics["accuracy"] + 0.001}))
+    (root / "reports/train/environment.json").write_text(json.dumps(elsewhere))
+    calibration = {
+        "change": "train.seed 0 → 1",
+        "commit": "abc1234",
+        "metrics": {"reports/eval/metrics.json:accuracy": 0.0042},
+    }
+    (root / "reports/calibration.json").write_text(json.dumps(calibration))
+    project.run("git", "commit", "-qam", "made elsewhere", "--no-verify")
+    project.run("git", "add", "reports/calibration.json")
+    project.run("git", "commit", "-qm", "calibration")
+    project.run("git", "checkout", "-q", "main")
+    project.back_to_head()
+
+    there = project.run("python", "-m", "fmnist_shap.verify", "--base", "elsewhere")
+    assert re.search(r"\| train +\| 1 of \d differ", there) and re.search(
+        r"\| evaluate +\| 1 of \d differ", there
+    )
+    assert re.search(r"\| explain +\| bit-identical", there)
+    assert "`reports/eval/metrics.json` differs: reports/eval/metrics.json" in there
+    assert re.search(
+        r"reports/eval/metrics.json:accuracy +\| +[\d.]+ +\| +[\d.]+ +\| +-0.001 +\| +0.0042", there
+    ), there
+    assert re.search(r"\| train +\| cpu +\| Intel Xeon \(elsewhere\)", there), there
+    line = provenance(root, "elsewhere")
+    assert (
+        "train, evaluate recomputed to other bits" in line and "Intel Xeon (elsewhere) → " in line
+    )
+    assert "prepare, summarize, explain, export, global reproduced bit-identically" in line
+    project.run("git", "branch", "-q", "-D", "elsewhere")
 
 
 def _stale_stages(project: Project) -> set[str]:

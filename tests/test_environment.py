@@ -1,6 +1,9 @@
 """The installed environment is the locked one: the versions that produced dvc.lock."""
 
+import json
+import os
 import re
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -8,6 +11,7 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
+from fmnist_shap.environment import XLA_SETTINGS, apply_xla_settings, record_environment
 from tests.conftest import REPO
 
 PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
@@ -65,3 +69,44 @@ def test_every_locked_package_is_installed_at_its_version() -> None:
 
 def test_python_is_a_reference_version() -> None:
     assert sys.version_info[:2] in ((3, 12), (3, 13))
+
+
+def test_xla_settings_are_added_once_and_a_users_own_value_wins() -> None:
+    environ: dict[str, str] = {}
+    assert apply_xla_settings(environ) == " ".join(XLA_SETTINGS)
+    assert apply_xla_settings(environ) == " ".join(XLA_SETTINGS)  # not twice
+    mine = "--xla_cpu_enable_platform_dependent_math=true --xla_dump_to=/tmp/hlo"
+    environ = {"XLA_FLAGS": mine}
+    assert apply_xla_settings(environ) == mine
+    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/hlo"}
+    assert apply_xla_settings(environ) == "--xla_dump_to=/tmp/hlo " + " ".join(XLA_SETTINGS)
+
+
+def test_every_process_that_imports_the_package_gets_the_settings() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    script = "import os, fmnist_shap.data; print(os.environ['XLA_FLAGS'])"
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == list(XLA_SETTINGS)
+
+
+def test_a_late_import_after_jax_ran_warns() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    script = "import jax.numpy as jnp; jnp.ones(2).sum().block_until_ready(); import fmnist_shap"
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "import fmnist_shap first" in done.stderr
+
+
+def test_environment_record_is_byte_stable(tmp_path: Path) -> None:
+    record_environment(tmp_path / "a.json", training_fingerprint="f00")
+    record_environment(tmp_path / "b.json", training_fingerprint="f00")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    recorded = json.loads((tmp_path / "a.json").read_text())
+    assert recorded["packages"]["jax"] == metadata.version("jax")
+    assert recorded["xla_flags"].split()[-1] == XLA_SETTINGS[-1]
+    assert recorded["training_fingerprint"] == "f00" and recorded["platform"].startswith(
+        sys.platform
+    )

@@ -198,6 +198,7 @@ def explained(pipeline_outputs: Path) -> Path:
 def test_explain_writes_every_variants_files_and_nothing_else(explained: Path) -> None:
     out = explained / "explain"
     assert sorted(p.name for p in out.iterdir()) == [
+        "environment.json",
         "metrics.json",
         "plots",
         "timing.json",
@@ -218,7 +219,8 @@ def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path:
     files = sorted(
         p.relative_to(pooled) for p in pooled.rglob("*") if p.is_file() and p.name != "timing.json"
     )
-    assert len(files) == 3 * 4 + 3 * 3 + 1  # values/samples/curves/scores, 3 plots, metrics
+    # values/samples/curves/scores, 3 plots, metrics, environment
+    assert len(files) == 3 * 4 + 3 * 3 + 1 + 1
     for rel in files:
         assert (tmp_path / "one" / rel).read_bytes() == (pooled / rel).read_bytes(), rel
 

@@ -269,4 +269,6 @@ def provenance(repo: Path, base: str) -> str:
             f"own code, data or params**{where}: their differences come from the machine "
             "(or a stage upstream), not from this change"
         )
+    if not read_pull_record(repo):
+        parts.append("nothing was pulled (no shared remote could be read): computed here")
     return "- **Stages this change did not touch**: " + ("; ".join(parts) or "none") + "."
