@@ -17,7 +17,9 @@ import jax
 import numpy as np
 
 from fmnist_shap.data import CLASS_NAMES
-from fmnist_shap.explain import explain_variant, select_samples
+from fmnist_shap.explain.base import Context
+from fmnist_shap.explain.registry import build
+from fmnist_shap.explain.selection import select_samples, top_classes
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.params import load_params
 from fmnist_shap.raw import PrepareParams, load_raw, split_train_val
@@ -73,10 +75,12 @@ def main() -> None:
     images = test.images_NHW[samples.test_index_N]
     variants = [(e, m) for e in explain_params.explainers for m in explain_params.maskers]
     variants += [(g, None) for g in explain_params.gradient_explainers]
+    context = Context(model, predict, explain_params, train.images_NHW)
+    classes_NK = top_classes(predict(images), explain_params.top_k)
     for explainer, masker in variants:
         start = time.perf_counter()
-        result = explain_variant(
-            model, predict, images, explainer, masker, explain_params, train.images_NHW
+        result = build(explainer, masker).attribute(
+            context, images, classes_NK, samples.test_index_N
         )
         total = time.perf_counter() - start
         name = f"{explainer}-{masker}" if masker else explainer

@@ -197,7 +197,8 @@ def tutorial_images_per_s(
 def shap_child(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> None:
     """One SHAP measurement, run in a fresh process by `shap_seconds` (`--shap-child`): prints
     the cold first image's seconds, the steady seconds per image and the first values as JSON."""
-    from fmnist_shap.explain import explain_with_shap
+    from fmnist_shap.explain.selection import top_classes
+    from fmnist_shap.explain.shap_image import explain_with_shap
     from fmnist_shap.model import load_model, make_predict_fn
 
     model = load_model(model_path) if model_path != "-" else init_model(0, NUM_CLASSES, IMAGE_HW)
@@ -213,10 +214,18 @@ def shap_child(style: str, explainer: str, n: int, model_path: str, raw_dir: str
             return np.asarray(model(np.asarray(x, np.float32).reshape(len(x), *IMAGE_HW)))
 
     blend = style == "ours"  # tutorial style: shap's masker builds each row itself
+    classes_NK = top_classes(predict(images.astype(np.float32)), params.top_k)
+    index_N = np.arange(len(images))
+
+    def run(rows: slice):
+        return explain_with_shap(
+            predict, images[rows], explainer, "blur", params, classes_NK[rows], index_N[rows], blend
+        )
+
     start = time.perf_counter()
-    explain_with_shap(predict, images[:1], explainer, "blur", params, blend_in_model=blend)
+    run(slice(0, 1))
     cold = time.perf_counter() - start
-    result = explain_with_shap(predict, images[1:], explainer, "blur", params, blend_in_model=blend)
+    result = run(slice(1, None))
     steady = result.seconds_per_image
     print(json.dumps({"cold": cold, "steady": steady, "values": result.values_NHWK[:2].tolist()}))
 

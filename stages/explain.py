@@ -7,7 +7,9 @@ from pathlib import Path
 
 from fmnist_shap.environment import record_environment
 from fmnist_shap.errors import run_cli
-from fmnist_shap.explain_all import Inputs, VariantOutputs, explain_all, write_outputs
+from fmnist_shap.explain.job import Inputs
+from fmnist_shap.explain.outputs import VariantOutputs, write_outputs
+from fmnist_shap.explain.runner import explain_all
 from fmnist_shap.params import load_params
 from fmnist_shap.variants import ExplainParams
 

@@ -17,6 +17,7 @@ from fmnist_shap.variants import ExplainParams
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("test_npz")
+    parser.add_argument("train_npz", help="background images of Expected Gradients")
     parser.add_argument("classes_json")
     parser.add_argument("model")
     parser.add_argument("out_dir", help="maps.npz, plots/, metrics.json, timing.json")
@@ -32,7 +33,13 @@ def main(argv: list[str]) -> None:
             bar.update(done - bar.n)
 
         result, class_names = run_global(
-            args.test_npz, args.classes_json, args.model, params, explain_params, progress
+            args.test_npz,
+            args.train_npz,
+            args.classes_json,
+            args.model,
+            params,
+            explain_params,
+            progress,
         )
     write_global(result, class_names, args.out_dir)
     record_environment(Path(args.out_dir) / "environment.json")

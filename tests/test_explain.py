@@ -9,19 +9,19 @@ import shap
 
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain import (
-    BlendingBlurMasker,
+from fmnist_shap.explain.base import Attributions, Context
+from fmnist_shap.explain.maskers import BlendingBlurMasker, forget_blur_cache
+from fmnist_shap.explain.metrics import additivity_error
+from fmnist_shap.explain.plots import image_plot_png
+from fmnist_shap.explain.registry import METHODS, build
+from fmnist_shap.explain.selection import (
     SelectedImages,
-    additivity_error,
-    explain_permutation_pair,
-    explain_with_shap,
-    forget_blur_cache,
-    image_plot_png,
     select_leading_samples,
     select_samples,
     top_classes,
     with_review_set,
 )
+from fmnist_shap.explain.shap_image import Permutation, explain_with_shap
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.variants import MASKERS, ExplainParams
 from tests.conftest import IMAGE_HW, NUM_CLASSES, repo_params
@@ -48,9 +48,28 @@ def images(small_val: Split) -> np.ndarray:
     return small_val.images_NHW[:2]
 
 
+def shap_attributions(
+    predict,
+    images: np.ndarray,
+    explainer: str,
+    masker: str,
+    params: ExplainParams,
+    classes_NK: np.ndarray | None = None,
+    blend_in_model: bool = True,
+) -> Attributions:
+    """`explain_with_shap` of the model's top-k classes (or `classes_NK`); the images stand for
+    test images 0, 1, …"""
+    if classes_NK is None:
+        classes_NK = top_classes(predict(images.astype(np.float32)), params.top_k)
+    test_index_N = np.arange(len(images))
+    return explain_with_shap(
+        predict, images, explainer, masker, params, classes_NK, test_index_N, blend_in_model
+    )
+
+
 @pytest.mark.parametrize("masker", list(MASKERS))
 def test_partition_additivity(predict, images: np.ndarray, masker: str) -> None:
-    result = explain_with_shap(predict, images, "partition", masker, FAST)
+    result = shap_attributions(predict, images, "partition", masker, FAST)
     assert result.values_NHWK.shape == (2, 28, 28, 3)
     assert additivity_error(result, predict(images)) < 1e-4
     assert np.abs(result.values_NHWK).sum() > 0
@@ -58,7 +77,7 @@ def test_partition_additivity(predict, images: np.ndarray, masker: str) -> None:
 
 @pytest.mark.parametrize("masker", ["blur", "telea"])
 def test_permutation_additivity_and_evaluations(predict, images: np.ndarray, masker: str) -> None:
-    result = explain_with_shap(predict, images, "permutation", masker, FAST)
+    result = shap_attributions(predict, images, "permutation", masker, FAST)
     assert additivity_error(result, predict(images)) < 1e-4
     # One forward-and-back pass per image, and no extra main-effect evaluations.
     assert result.evals_per_image == 1569
@@ -66,7 +85,7 @@ def test_permutation_additivity_and_evaluations(predict, images: np.ndarray, mas
 
 @pytest.mark.parametrize("explainer", ["partition", "permutation"])
 def test_top_k_outputs_are_the_models_own(predict, images: np.ndarray, explainer: str) -> None:
-    result = explain_with_shap(predict, images, explainer, "blur", FAST)
+    result = shap_attributions(predict, images, explainer, "blur", FAST)
     logits = predict(images)
     assert np.array_equal(result.classes_NK, np.argsort(-logits, axis=-1)[:, :3])
     # The explained outputs really are those classes: values + base equal those logits.
@@ -92,10 +111,10 @@ def test_inpaint_masker_keeps_pixel_values(images: np.ndarray) -> None:
 
 
 def test_permutation_is_identical_on_rerun(predict, images: np.ndarray) -> None:
-    a = explain_with_shap(predict, images, "permutation", "blur", FAST)
-    b = explain_with_shap(predict, images, "permutation", "blur", FAST)
+    a = shap_attributions(predict, images, "permutation", "blur", FAST)
+    b = shap_attributions(predict, images, "permutation", "blur", FAST)
     assert np.array_equal(a.values_NHWK, b.values_NHWK)
-    c = explain_with_shap(predict, images, "permutation", "blur", dataclasses.replace(FAST, seed=1))
+    c = shap_attributions(predict, images, "permutation", "blur", dataclasses.replace(FAST, seed=1))
     assert not np.array_equal(a.values_NHWK, c.values_NHWK)
 
 
@@ -121,12 +140,21 @@ def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
     assert not np.array_equal(expected, blending.fill(first.copy()))
 
 
-def test_permutation_pair_equals_two_separate_explanations(predict, images: np.ndarray) -> None:
+def test_permutation_pair_equals_two_separate_explanations(
+    trained_model, predict, images: np.ndarray
+) -> None:
     """One pass over both models' logits gives what two passes give, bit for bit."""
-    randomized = make_predict_fn(init_model(1, NUM_CLASSES, IMAGE_HW), batch_size=256)
-    trained, random_top1 = explain_permutation_pair(predict, randomized, images, "telea", FAST)
-    alone = explain_with_shap(predict, images, "permutation", "telea", FAST)
-    alone_random = explain_with_shap(
+    randomized_model = init_model(1, NUM_CLASSES, IMAGE_HW)
+    randomized = make_predict_fn(randomized_model, batch_size=256)
+    alone = shap_attributions(predict, images, "permutation", "telea", FAST)
+    trained, random_top1 = Permutation("telea").attribute_pair(
+        Context(trained_model, predict, FAST),
+        Context(randomized_model, randomized, FAST),
+        images,
+        alone.classes_NK,
+        np.arange(len(images)),
+    )
+    alone_random = shap_attributions(
         randomized, images, "permutation", "telea", FAST, classes_NK=alone.classes_NK[:, :1]
     )
     assert np.array_equal(trained.values_NHWK, alone.values_NHWK)
@@ -193,7 +221,7 @@ def test_bad_explain_params(overrides: dict, message: str) -> None:
 def test_plot_png_is_byte_stable(
     predict, images: np.ndarray, small_val: Split, tmp_path: Path
 ) -> None:
-    result = explain_with_shap(predict, images, "partition", "blur", FAST)
+    result = shap_attributions(predict, images, "partition", "blur", FAST)
     samples = SelectedImages(
         np.arange(2), np.array(["correct", "wrong"]), small_val.labels_N[:2], predict(images)
     )
@@ -223,8 +251,8 @@ def test_fast_predict_gives_the_slow_paths_values(
 
     slow_params = dataclasses.replace(FAST, batch_size=10)
     for explainer in ("partition", "permutation"):
-        fast_result = explain_with_shap(predict, images, explainer, "blur", FAST)
-        slow_result = explain_with_shap(
+        fast_result = shap_attributions(predict, images, explainer, "blur", FAST)
+        slow_result = shap_attributions(
             slow, images, explainer, "blur", slow_params, blend_in_model=False
         )
         scale = np.abs(slow_result.values_NHWK).max()
@@ -251,8 +279,8 @@ def test_blending_in_the_model_gives_shaps_own_values(
 ) -> None:
     # The blur masker's rows built in one step per model call are the pixels shap's masker
     # builds row by row, so every value is the same, bit for bit.
-    blended = explain_with_shap(predict, images, explainer, "blur", FAST)
-    per_row = explain_with_shap(predict, images, explainer, "blur", FAST, blend_in_model=False)
+    blended = shap_attributions(predict, images, explainer, "blur", FAST)
+    per_row = shap_attributions(predict, images, explainer, "blur", FAST, blend_in_model=False)
     assert np.array_equal(blended.values_NHWK, per_row.values_NHWK)
     assert np.array_equal(blended.base_values_NK, per_row.base_values_NK)
     assert blended.evals_per_image == per_row.evals_per_image
@@ -263,7 +291,7 @@ def test_blending_in_the_model_gives_shaps_own_values(
 def test_given_classes_are_the_ones_explained(predict, images: np.ndarray, explainer: str) -> None:
     """The randomization check explains another model's view of the trained model's top-1."""
     classes = np.array([[7], [3]])
-    result = explain_with_shap(predict, images, explainer, "blur", FAST, classes)
+    result = shap_attributions(predict, images, explainer, "blur", FAST, classes)
     assert result.values_NHWK.shape == (2, 28, 28, 1)
     explained = np.take_along_axis(predict(images), classes, axis=-1)
     total = result.values_NHWK.sum(axis=(1, 2)) + result.base_values_NK
@@ -274,7 +302,7 @@ def test_one_partition_map_is_the_golden_one(predict, images: np.ndarray) -> Non
     """Regression anchor: the top class's Partition · blur map of the first image, with the
     fixture model and the locked releases. Its sum is fixed by additivity; where the value sits
     (a position-weighted sum) and how many distinct values the tree walk made are not."""
-    result = explain_with_shap(predict, images, "partition", "blur", FAST)
+    result = shap_attributions(predict, images, "partition", "blur", FAST)
     values_HW = result.values_NHWK[0, :, :, 0].astype(np.float64)
     assert result.classes_NK.tolist() == [[7, 5, 8], [9, 8, 6]]
     np.testing.assert_allclose(
@@ -313,3 +341,31 @@ def test_review_set_depends_on_the_labels_only_and_puts_the_true_class_first(
         tutorial = selection.rows("correct")
         assert np.array_equal(classes[tutorial], top_classes(selection.logits_NC[tutorial], 4))
     assert not np.array_equal(a.explained_classes(4), b.explained_classes(4))
+
+
+# Every method without TensorFlow (tests/test_keras.py covers the Keras two), with a masker
+# where it takes one.
+SEEDED = [
+    (s.explainer, "telea" if s.family == "shap" else None)
+    for s in METHODS
+    if not s.needs_tensorflow
+]
+
+
+@pytest.mark.parametrize(("explainer", "masker"), SEEDED)
+def test_an_images_map_does_not_depend_on_the_others_explained_with_it(
+    trained_model, predict, small_val: Split, small_train: Split, explainer: str, masker: str | None
+) -> None:
+    """Draws are keyed by (seed, test index, method): test image 7 explained alone and after
+    two other images gives the same bits; under another test index, other draws."""
+    context = Context(trained_model, predict, FAST, small_train.images_NHW[:200])
+    method = build(explainer, masker)
+    images = small_val.images_NHW[:3]
+    classes_NK = top_classes(predict(images.astype(np.float32)), FAST.top_k)
+    together = method.attribute(context, images, classes_NK, np.array([5, 6, 7]))
+    alone = method.attribute(context, images[2:], classes_NK[2:], np.array([7]))
+    assert np.array_equal(alone.values_NHWK[0], together.values_NHWK[2])
+    assert np.array_equal(alone.base_values_NK[0], together.base_values_NK[2])
+    renumbered = method.attribute(context, images[2:], classes_NK[2:], np.array([8]))
+    random = explainer in ("permutation", "expected_gradients")  # Partition: ties only
+    assert random != np.array_equal(renumbered.values_NHWK[0], alone.values_NHWK[0])

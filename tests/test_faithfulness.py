@@ -47,11 +47,15 @@ def test_exact_attribution_beats_random_on_both_curves(images: np.ndarray) -> No
     linear, weights_HW = linear_model()
     attributions = weights_HW[None] * images.astype(np.float32)
     classes = np.zeros(len(images), np.int64)
-    metrics = faithfulness_curves(linear, images, attributions, classes, "black", 49, 0).metrics()
+    metrics = faithfulness_curves(
+        linear, images, attributions, classes, "black", 49, 0, np.arange(len(images))
+    ).metrics()
     assert metrics["deletion_auc"] < metrics["deletion_auc_random"] - 0.05
     assert metrics["insertion_auc"] > metrics["insertion_auc_random"] + 0.05
     # The reverse ranking is worse than chance on both.
-    reverse = faithfulness_curves(linear, images, -attributions, classes, "black", 49, 0)
+    reverse = faithfulness_curves(
+        linear, images, -attributions, classes, "black", 49, 0, np.arange(len(images))
+    )
     assert reverse.metrics()["deletion_auc"] > metrics["deletion_auc_random"]
     assert reverse.metrics()["insertion_auc"] < metrics["insertion_auc_random"]
 
@@ -62,7 +66,9 @@ def test_constant_attribution_is_the_random_baseline(
 ) -> None:
     classes = predict(images).argmax(-1)
     constant = np.full(images.shape, 0.5, np.float32)
-    curves = faithfulness_curves(predict, images, constant, classes, substrate, 16, 3)
+    curves = faithfulness_curves(
+        predict, images, constant, classes, substrate, 16, 3, np.arange(len(images))
+    )
     assert np.allclose(curves.deletion_S, curves.deletion_random_S, atol=1e-6)
     assert np.allclose(curves.insertion_S, curves.insertion_random_S, atol=1e-6)
     # The curves start at the image's own probability (deletion) and the substrate's (insertion).
@@ -78,7 +84,7 @@ def test_auc_is_normalised_to_the_unit_interval(predict, images: np.ndarray) -> 
     assert auc(fraction, fraction) == pytest.approx(0.5)
     noise = np.random.default_rng(0).normal(size=images.shape)
     metrics = faithfulness_curves(
-        predict, images, noise, predict(images).argmax(-1), "blur", 10, 0
+        predict, images, noise, predict(images).argmax(-1), "blur", 10, 0, np.arange(len(images))
     ).metrics()
     assert all(0.0 <= value <= 1.0 for value in metrics.values()), metrics
 

@@ -27,7 +27,7 @@ from fmnist_shap.model import save_model
 from fmnist_shap.variants import ExplainParams
 from tests.conftest import NUM_CLASSES, repo_params
 
-VARIANTS = ("integrated_gradients", "permutation-blur")
+VARIANTS = ("integrated_gradients", "permutation-blur", "expected_gradients")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def inputs(trained_model, raw_splits: tuple[Split, Split], tmp_path_factory) -> 
     indices = selected_images(test.labels_N, NUM_CLASSES, 1)
     return {
         "model": folder / "model.npz",
+        "background": raw_splits[0].images_NHW[:300],
         "images": test.images_NHW[indices],
         "labels": test.labels_N[indices],
         "indices": indices,
@@ -71,6 +72,7 @@ def _local(workers: int) -> LocalCluster:
 def _maps(inputs: dict, explain_params: ExplainParams, client: Client, chunk: int, **kw):
     return explain_many(
         inputs["model"],
+        inputs["background"],
         inputs["images"],
         inputs["labels"],
         inputs["indices"],
@@ -105,7 +107,7 @@ def test_selected_images_are_the_first_of_every_class(inputs: dict) -> None:
 def test_maps_are_bit_identical_for_any_workers_and_chunk_size(
     inputs: dict, explain_params: ExplainParams, reference
 ) -> None:
-    assert reference.workers == 1 and reference.chunks == 2 * 10
+    assert reference.workers == 1 and reference.chunks == len(VARIANTS) * 10
     for variant in VARIANTS:
         assert reference.maps[variant].shape == (10, 28, 28)
         assert np.abs(reference.maps[variant]).max() > 0, variant
@@ -131,6 +133,7 @@ def test_two_runs_on_one_client_each_get_the_model(
         for _ in range(2):
             result = explain_many(
                 inputs["model"],
+                None,
                 inputs["images"],
                 inputs["labels"],
                 inputs["indices"],
@@ -171,12 +174,14 @@ def test_runs_on_an_existing_cluster_by_address(
 ) -> None:
     test = inputs["test"]
     save_split(tmp_path / "test.npz", test)
+    save_split(tmp_path / "train.npz", Split(inputs["background"], np.zeros(300, np.int64)))
     save_classes(tmp_path / "classes.json")
     params = GlobalParams(VARIANTS, per_class=1, chunk_size=4, workers=None, scheduler=None)
     with _local(2) as cluster:
         monkeypatch.setenv(SCHEDULER_ENV, cluster.scheduler_address)
         result, names = run_global(
             str(tmp_path / "test.npz"),
+            str(tmp_path / "train.npz"),
             str(tmp_path / "classes.json"),
             str(inputs["model"]),
             params,
@@ -194,6 +199,7 @@ def test_runs_on_an_existing_cluster_by_address(
         k: v for k, v in again.items() if k != "timing.json"
     }
     assert sorted(first) == [
+        "expected_gradients.png",
         "integrated_gradients.png",
         "maps.npz",
         "metrics.json",
@@ -250,3 +256,39 @@ def test_class_means_are_per_class_means() -> None:
 def test_bad_global_params_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(UserError, match=message):
         repo_params("global", GlobalParams, **changes)
+
+
+@pytest.mark.slow
+def test_a_test_images_map_is_the_one_explain_computes(
+    trained_model, inputs: dict, explain_params: ExplainParams, reference
+) -> None:
+    """The explain stage explains a review-set image's true class first, next to other classes
+    and with the re-initialised model alongside (`Method.attribute_pair`); global explains the
+    true class alone. Same method, budget, seed and test index: the same bits."""
+    from fmnist_shap.explain.base import Context
+    from fmnist_shap.explain.registry import build
+    from fmnist_shap.explain.selection import top_classes
+    from fmnist_shap.model import init_model, make_predict_fn
+    from fmnist_shap.variants import ALL_VARIANTS
+
+    def context(model) -> Context:
+        predict = make_predict_fn(model, explain_params.batch_size)
+        return Context(model, predict, explain_params, inputs["background"])
+
+    trained, randomized = context(trained_model), context(init_model(1, NUM_CLASSES, (28, 28)))
+    images, labels = inputs["images"][:3], inputs["labels"][:3]
+    ranked = top_classes(trained.predict(images), NUM_CLASSES)
+    # As explain's review set: the true class first, then the model's top others.
+    classes_NK = np.stack(
+        [[y, *[c for c in r if c != y][:2]] for y, r in zip(labels, ranked, strict=True)]
+    )
+    for variant in ALL_VARIANTS:
+        if variant.name not in VARIANTS:
+            continue
+        method = build(variant.explainer, variant.masker)
+        explained, _ = method.attribute_pair(
+            trained, randomized, images, classes_NK, inputs["indices"][:3]
+        )
+        assert np.array_equal(explained.values_NHWK[..., 0], reference.maps[variant.name][:3]), (
+            variant.name
+        )

@@ -5,12 +5,16 @@ import pytest
 
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain import SelectedImages, additivity_error, explain_gradients, image_plot_png
-from fmnist_shap.gradients import (
+from fmnist_shap.explain.base import Context
+from fmnist_shap.explain.gradients import (
     expected_gradients,
     integrated_gradients,
     make_path_attributions,
 )
+from fmnist_shap.explain.metrics import additivity_error
+from fmnist_shap.explain.plots import image_plot_png
+from fmnist_shap.explain.registry import build
+from fmnist_shap.explain.selection import SelectedImages, top_classes
 from fmnist_shap.variants import ExplainParams
 from tests.conftest import repo_params
 
@@ -50,22 +54,19 @@ def test_expected_gradients_seeded_and_complete_in_expectation(
     logits = predict(images)
     classes = np.argsort(-logits, axis=-1)[:, :2]
     background = small_train.images_NHW
-    a = expected_gradients(trained_model, images, classes, background, 64, seed=0)
-    b = expected_gradients(trained_model, images, classes, background, 64, seed=0)
-    c = expected_gradients(trained_model, images, classes, background, 64, seed=1)
+    index = np.arange(len(images))
+
+    def eg(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return expected_gradients(trained_model, images, classes, background, samples, seed, index)
+
+    a, b, c = eg(64, 0), eg(64, 0), eg(64, 1)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
     # One image's explanation does not depend on the others explained with it.
-    alone = expected_gradients(trained_model, images[:1], classes[:1], background, 64, seed=0)
-    assert np.allclose(alone[0][0], a[0][0], atol=1e-6)
-    few = completeness_error(
-        *expected_gradients(trained_model, images, classes, background, 4, seed=0), logits, classes
-    )
-    many = completeness_error(
-        *expected_gradients(trained_model, images, classes, background, 1024, seed=0),
-        logits,
-        classes,
-    )
+    alone = expected_gradients(trained_model, images[:1], classes[:1], background, 64, 0, index[:1])
+    assert np.array_equal(alone[0][0], a[0][0])
+    few = completeness_error(*eg(4, 0), logits, classes)
+    many = completeness_error(*eg(1024, 0), logits, classes)
     assert many.mean() < few.mean()
     assert many.mean() < 0.1 * np.abs(logits).max()
 
@@ -82,14 +83,15 @@ def test_explain_gradients_gives_the_shared_explanation_format(
     }
     params = repo_params("explain", ExplainParams, top_k=3, budget=budget, seed=0)
     logits = predict(images)
+    context = Context(trained_model, predict, params, small_train.images_NHW)
+    index = np.arange(len(images))
     for name in ("integrated_gradients", "expected_gradients"):
-        result = explain_gradients(trained_model, images, name, params, small_train.images_NHW)
+        top = top_classes(logits, 3)
+        result = build(name).attribute(context, images, top, index)
         assert np.array_equal(result.classes_NK, np.argsort(-logits, axis=-1)[:, :3])
         assert result.values_NHWK.dtype == np.float32 and np.isfinite(result.values_NHWK).all()
         assert additivity_error(result, logits) < 0.5 * np.abs(logits).max()
-        chosen = explain_gradients(
-            trained_model, images, name, params, small_train.images_NHW, np.array([[4], [2], [0]])
-        )
+        chosen = build(name).attribute(context, images, np.array([[4], [2], [0]]), index)
         assert chosen.classes_NK.tolist() == [[4], [2], [0]]
     samples = SelectedImages(
         np.arange(3), np.array(["correct", "correct", "wrong"]), small_val.labels_N[:3], logits
@@ -100,11 +102,10 @@ def test_explain_gradients_gives_the_shared_explanation_format(
     assert png[:4] == b"\x89PNG"
 
 
-def test_gradient_explainer_errors(trained_model, images: np.ndarray) -> None:
+def test_gradient_explainer_errors(trained_model, predict, images: np.ndarray) -> None:
+    context = Context(trained_model, predict, repo_params("explain", ExplainParams))
     with pytest.raises(UserError, match="expected_gradients needs background images"):
-        explain_gradients(
-            trained_model, images, "expected_gradients", repo_params("explain", ExplainParams)
-        )
+        build("expected_gradients").attribute(context, images, np.zeros((3, 1), int), np.arange(3))
     budget = {
         "partition": 3,
         "permutation": 1,

@@ -10,17 +10,9 @@ from scipy.stats import spearmanr
 from fmnist_shap.artifacts import load_npz, save_npz
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.gradients import expected_gradients, integrated_gradients
-from fmnist_shap.keras_twin import (
-    PARITY_TOLERANCE,
-    background_images,
-    build_twin,
-    check_parity,
-    class_head,
-    deep_shap,
-    gradient_shap,
-    twin_logits,
-)
+from fmnist_shap.explain.gradients import expected_gradients, integrated_gradients
+from fmnist_shap.explain.keras import background_images, class_head, deep_shap, gradient_shap
+from fmnist_shap.keras_twin import PARITY_TOLERANCE, build_twin, check_parity, twin_logits
 from fmnist_shap.model import init_model, load_model, save_model
 from tests.conftest import IMAGE_HW, NUM_CLASSES, subprocess_env
 
@@ -108,9 +100,10 @@ def test_gradient_explainer_agrees_with_integrated_and_expected_gradients(
     (same background, other random draws) the top-class maps rank pixels almost alike; against
     IG (baseline black) alike on the garment's pixels, where IG is not zero by construction."""
     top = np.argsort(-predict(images), axis=-1)[:, :1]
-    values, base = gradient_shap(twin, images, top, background, samples=200, seed=0)
+    index = np.arange(len(images))
+    values, base = gradient_shap(twin, images, top, background, 200, 0, index)
     ig, _ = integrated_gradients(trained_model, images, top, steps=64)
-    eg, _ = expected_gradients(trained_model, images, top, background, samples=200, seed=0)
+    eg, _ = expected_gradients(trained_model, images, top, background, 200, 0, index)
     on_garment = [
         spearmanr(v[x > 0], g[x > 0]).statistic for v, g, x in zip(values, ig, images, strict=True)
     ]
@@ -119,10 +112,15 @@ def test_gradient_explainer_agrees_with_integrated_and_expected_gradients(
     print(f"GradientExplainer vs JAX Expected Gradients: rho {np.round(vs_eg, 2)}")
     assert np.mean(on_garment) > 0.4 and min(on_garment) > 0.2
     assert np.mean(vs_eg) > 0.9 and min(vs_eg) > 0.8
-    again, base_again = gradient_shap(twin, images, top, background, samples=200, seed=0)
+    again, base_again = gradient_shap(twin, images, top, background, 200, 0, index)
     assert np.array_equal(values, again) and np.array_equal(base, base_again)
-    other_seed, _ = gradient_shap(twin, images, top, background, samples=200, seed=1)
+    other_seed, _ = gradient_shap(twin, images, top, background, 200, 1, index)
     assert not np.array_equal(values, other_seed)
+    # Keyed by test index: image 3 alone gives its map of the batch; as another image, other draws
+    alone, _ = gradient_shap(twin, images[3:4], top[3:4], background, 200, 0, index[3:4])
+    assert np.array_equal(alone[0], values[3])
+    renumbered, _ = gradient_shap(twin, images[3:4], top[3:4], background, 200, 0, np.array([9]))
+    assert not np.array_equal(renumbered[0], values[3])
 
 
 def test_background_is_a_seeded_draw_of_training_images(small_train: Split) -> None:
@@ -221,25 +219,34 @@ def test_a_worker_builds_twins_for_the_inputs_it_loaded(
 ) -> None:
     """A process that explains two models one after the other (a single-process run) gets
     each model's twins, not the first one's again."""
-    from fmnist_shap.explain_worker import Loaded, Models, twins_of
-    from fmnist_shap.variants import ExplainParams
+    from fmnist_shap.explain.worker import Loaded, context_of, contexts_for
+    from fmnist_shap.variants import ExplainParams, Variant
     from tests.conftest import repo_params
 
     params = repo_params("explain", ExplainParams, keras_background=5, seed=0)
     images = raw_splits[1].images_NHW[:4]
+    deep = Variant("deep", "deep", None)
 
     def loaded(model) -> Loaded:
-        models = Models.build(model, params)
-        return Loaded(models, None, images, small_train.images_NHW[:50], (), params)
+        randomized = init_model(params.random_weights_seed, NUM_CLASSES, IMAGE_HW)
+        background = small_train.images_NHW[:50]
+        return Loaded(
+            context_of(model, params, background),
+            context_of(randomized, params, background),
+            None,
+            images,
+            (),
+            params,
+        )
 
     first, second = loaded(trained_model), loaded(init_model(3, NUM_CLASSES, IMAGE_HW))
-    twins = twins_of(first)
-    assert twins_of(first) is twins  # built once per loaded inputs
-    other = twins_of(second)
+    twins = contexts_for(deep, first)
+    assert contexts_for(deep, first) is twins  # built once per loaded inputs
+    other = contexts_for(deep, second)
     assert other is not twins
     np.testing.assert_allclose(
-        twin_logits(other.trained, images), second.models.predict(images), atol=1e-4
+        twin_logits(other[0].twin, images), second.trained.predict(images), atol=1e-4
     )
     assert (
-        np.abs(twin_logits(other.trained, images) - twin_logits(twins.trained, images)).max() > 0.1
+        np.abs(twin_logits(other[0].twin, images) - twin_logits(twins[0].twin, images)).max() > 0.1
     )

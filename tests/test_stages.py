@@ -225,6 +225,22 @@ def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path:
         assert (tmp_path / "one" / rel).read_bytes() == (pooled / rel).read_bytes(), rel
 
 
+def test_review_set_maps_do_not_depend_on_samples_per_set(explained: Path, tmp_path: Path) -> None:
+    """Draws are keyed by test index, not by position: explaining one more correct and wrong
+    image moves every review-set row down, and changes none of their maps."""
+    params = _params(tmp_path, explain={"samples_per_set": 2})
+    explain.main([*_explain_args(explained, tmp_path / "more", params), "--workers", "1"])
+    for variant in VARIANTS:
+        maps = {}
+        for run in (explained / "explain", tmp_path / "more"):
+            with np.load(run / "variants" / variant / "values.npz", allow_pickle=False) as arrays:
+                review = arrays["set"] == "review"
+                maps[run] = (arrays["test_index"][review], arrays["values"][review])
+        (index_a, values_a), (index_b, values_b) = maps.values()
+        assert np.array_equal(index_a, index_b) and len(index_a) == 10
+        assert np.array_equal(values_a, values_b), variant
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_explain_writes_values_plots_and_quality_metrics(explained: Path, variant: str) -> None:
     out = explained / "explain" / "variants" / variant

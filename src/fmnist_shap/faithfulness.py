@@ -85,9 +85,10 @@ def auc(fraction_S: np.ndarray, probability_S: np.ndarray) -> float:
     return float(np.trapezoid(probability_S, fraction_S))
 
 
-def random_order(num_pixels: int, seed: int, image_index: int) -> np.ndarray:
-    """Image `image_index`'s random pixel order: the same for every explainer and masker."""
-    return np.random.default_rng([seed, image_index]).permutation(num_pixels)
+def random_order(num_pixels: int, seed: int, test_index: int) -> np.ndarray:
+    """A test image's random pixel order, keyed by its test index: the same for every
+    explainer and masker, and whichever other images are scored with it."""
+    return np.random.default_rng([seed, int(test_index)]).permutation(num_pixels)
 
 
 def attribution_order(attribution_HW: np.ndarray, tie_break_P: np.ndarray) -> np.ndarray:
@@ -126,6 +127,7 @@ def faithfulness_curves(
     substrate: str,
     steps: int,
     seed: int,
+    test_index_N: np.ndarray,
 ) -> Curves:
     """Deletion and insertion curves of `attributions_NHW` (one map per image, for class
     `classes_N[n]`) and of a random order, averaged over images. All perturbed images go
@@ -136,7 +138,7 @@ def faithfulness_curves(
     batches = []
     for i in range(n):
         substrate_HW = substrate_image(images_NHW[i], substrate)
-        chance_P = random_order(num_pixels, seed, i)
+        chance_P = random_order(num_pixels, seed, test_index_N[i])
         for order_P in (attribution_order(attributions_NHW[i], chance_P), chance_P):
             batches.extend(perturbation_batch(images_NHW[i], substrate_HW, order_P, counts_S))
     logits = predict(np.concatenate(batches))

@@ -8,8 +8,9 @@ process keeps the model it built from them for all its chunks. Workers need this
 environment (the same `requirements.lock` and `pip install -e .`), not the data files.
 
 Deterministic by construction: every image is explained on its own with a seed derived from
-its test-set index (`explain.seed + index`), so its map does not depend on the chunk or the
-worker that computed it; the per-class means are taken on the client over all maps in
+its test-set index (`explain.base.draw_seed`: explain.seed, index, method), so its map does not
+depend on the chunk or the worker that computed it, and equals its map in the explain stage
+for the same method, budget and classes; the per-class means are taken on the client over all maps in
 test-set order. 1, 2 or 3 workers and any chunk size give bit-identical maps (tested), and a
 chunk lost with a worker is recomputed elsewhere with the same result (tested).
 
@@ -37,16 +38,12 @@ import numpy as np
 from fmnist_shap.artifacts import atomic_dir, npz_bytes, write_bytes, write_json
 from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import UserError
+from fmnist_shap.explain.registry import SPECS
 from fmnist_shap.params import require
 from fmnist_shap.variants import ALL_VARIANTS, ExplainParams
 
-# Variants whose per-image map depends on that image and its seed only. Expected Gradients
-# draws by position in a batch, and the Keras explainers would need TensorFlow on every worker.
-GLOBAL_VARIANTS = tuple(
-    v.name
-    for v in ALL_VARIANTS
-    if v.explainer in ("partition", "permutation", "integrated_gradients")
-)
+# Every method that runs without TensorFlow (the Keras ones would need it on every worker).
+GLOBAL_VARIANTS = tuple(v.name for v in ALL_VARIANTS if not SPECS[v.explainer].needs_tensorflow)
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT = "5s"
 
@@ -106,51 +103,48 @@ def chunks_of(indices: np.ndarray, size: int) -> list[np.ndarray]:
 
 # --- inside a worker process -------------------------------------------------------------
 
-_worker_models: dict[str, tuple] = {}  # model bytes' SHA-256 → (CNN, numpy predictor)
+_worker_contexts: dict[str, object] = {}  # model bytes' SHA-256 → its explain.base.Context
 
 
-def _worker_model(model_bytes: bytes, batch_size: int) -> tuple:
-    """The CNN in `model_bytes`, built once per worker process and kept for later chunks."""
+def _worker_context(model_bytes: bytes, params: ExplainParams):
+    """The CNN in `model_bytes` as a method's context, built once per worker process and kept
+    for later chunks."""
     from fmnist_shap.caches import enable_compilation_cache
+    from fmnist_shap.explain.base import Context
     from fmnist_shap.model import load_model, make_predict_fn
 
     key = hashlib.sha256(model_bytes).hexdigest()
-    if key not in _worker_models:
+    if key not in _worker_contexts:
         enable_compilation_cache()
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "model.npz"
             path.write_bytes(model_bytes)
             model = load_model(path)
-        _worker_models[key] = (model, make_predict_fn(model, batch_size))
-    return _worker_models[key]
+        _worker_contexts[key] = Context(model, make_predict_fn(model, params.batch_size), params)
+    return _worker_contexts[key]
 
 
 def explain_chunk(
     model_bytes: bytes,
+    background_BHW: np.ndarray | None,
     variant_name: str,
     test_index_N: np.ndarray,
     images_NHW: np.ndarray,
     labels_N: np.ndarray,
     params: ExplainParams,
 ) -> np.ndarray:
-    """The true-class attribution map (N, H, W) float32 of each image of one chunk."""
-    from fmnist_shap.explain import explain_with_shap
-    from fmnist_shap.gradients import integrated_gradients
+    """The true-class attribution map (N, H, W) float32 of each image of one chunk, by the
+    method the registry builds for the variant (seeded by test index, as in explain)."""
+    from fmnist_shap.explain.registry import build
 
-    model, predict = _worker_model(model_bytes, params.batch_size)
     variant = next(v for v in ALL_VARIANTS if v.name == variant_name)
+    context = dataclasses.replace(
+        _worker_context(model_bytes, params), params=params, background_BHW=background_BHW
+    )
+    method = build(variant.explainer, variant.masker)
     classes_N1 = labels_N.astype(np.int64)[:, None]
-    if variant.explainer == "integrated_gradients":  # no randomness: one image at a time inside
-        steps = params.budget["integrated_gradients"]
-        return integrated_gradients(model, images_NHW, classes_N1, steps)[0][..., 0]
-    maps = []
-    for index, image, classes in zip(test_index_N, images_NHW, classes_N1, strict=True):
-        seeded = dataclasses.replace(params, seed=params.seed + int(index))
-        values = explain_with_shap(
-            predict, image[None], variant.explainer, variant.masker, seeded, classes[None]
-        ).values_NHWK
-        maps.append(values[0, :, :, 0])
-    return np.stack(maps)
+    attributions = method.attribute(context, images_NHW, classes_N1, test_index_N)
+    return attributions.values_NHWK[..., 0]
 
 
 # --- on the client ------------------------------------------------------------------------
@@ -197,6 +191,7 @@ class GlobalResult:
 
 def explain_many(
     model_path: str | os.PathLike,
+    background_BHW: np.ndarray | None,
     images_NHW: np.ndarray,
     labels_N: np.ndarray,
     test_index_N: np.ndarray,
@@ -213,6 +208,11 @@ def explain_many(
     # A key of its own (hash=False): with the default content hash, a second call on the same
     # client could scatter under the key the first call's future is releasing, and lose it.
     model_future = client.scatter(Path(model_path).read_bytes(), broadcast=True, hash=False)
+    background_future = (
+        None
+        if background_BHW is None
+        else client.scatter(background_BHW, broadcast=True, hash=False)
+    )
     positions = chunks_of(np.arange(len(test_index_N)), chunk_size)
     futures = {}
     for variant in variants:
@@ -220,6 +220,7 @@ def explain_many(
             future = client.submit(
                 explain_chunk,
                 model_future,
+                background_future,
                 variant,
                 test_index_N[rows],
                 images_NHW[rows],
@@ -266,7 +267,7 @@ def grid_png(means: dict[str, np.ndarray], class_names: tuple[str, ...], title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fmnist_shap.explain import cropped_png
+    from fmnist_shap.pngs import cropped_png
 
     num_classes = len(class_names)
     figure, axes = plt.subplots(2, num_classes, figsize=(1.6 * num_classes, 3.9))
@@ -324,6 +325,7 @@ def write_global(
 
 def run_global(
     test_npz: str,
+    train_npz: str,
     classes_json: str,
     model_path: str,
     params: GlobalParams,
@@ -331,15 +333,26 @@ def run_global(
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> tuple[GlobalResult, tuple[str, ...]]:
     """Check the inputs, then explain the selected images on the cluster."""
-    for path, stage in ((test_npz, "prepare"), (classes_json, "prepare"), (model_path, "train")):
+    for path, stage in (
+        (test_npz, "prepare"),
+        (train_npz, "prepare"),
+        (classes_json, "prepare"),
+        (model_path, "train"),
+    ):
         if not Path(path).is_file():
             raise UserError(f"{path}: missing; run `dvc repro {stage}`")
     test, class_names = load_split(test_npz), load_classes(classes_json)
+    # Training images are sent to the workers only for a method that draws from them.
+    needs_background = any(
+        SPECS[v.explainer].needs_background for v in ALL_VARIANTS if v.name in params.variants
+    )
+    background = load_split(train_npz).images_NHW if needs_background else None
     indices = selected_images(test.labels_N, len(class_names), params.per_class)
     workers = params.workers or os.cpu_count() or 1
     with dask_client(params.address(), workers) as client:
         result = explain_many(
             model_path,
+            background,
             test.images_NHW[indices],
             test.labels_N[indices],
             indices,

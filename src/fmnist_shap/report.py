@@ -299,7 +299,10 @@ def _flips_section(repo: Path, comparison: Comparison, images: Path, report_dir:
 def flips_png(repo: Path, test_index_N: np.ndarray) -> bytes:
     """Integrated Gradients of the head model for the true and the predicted class."""
     from fmnist_shap.data import load_classes, load_split
-    from fmnist_shap.explain import SelectedImages, explain_gradients, image_plot_png
+    from fmnist_shap.explain.base import Context
+    from fmnist_shap.explain.plots import image_plot_png
+    from fmnist_shap.explain.registry import build
+    from fmnist_shap.explain.selection import SelectedImages
     from fmnist_shap.model import load_model, make_predict_fn
     from fmnist_shap.params import load_params
     from fmnist_shap.variants import ExplainParams
@@ -308,9 +311,11 @@ def flips_png(repo: Path, test_index_N: np.ndarray) -> bytes:
     test = load_split(repo / "data/prepared/test.npz")
     model = load_model(repo / "models/model.npz")
     images, labels = test.images_NHW[test_index_N], test.labels_N[test_index_N]
-    logits = make_predict_fn(model, params.batch_size)(images)
+    context = Context(model, make_predict_fn(model, params.batch_size), params)
+    logits = context.predict(images)
     classes = np.stack([labels, logits.argmax(-1)], axis=1)
-    attributions = explain_gradients(model, images, "integrated_gradients", params, None, classes)
+    method = build("integrated_gradients")
+    attributions = method.attribute(context, images, classes, test_index_N)
     selected = SelectedImages(test_index_N, np.full(len(images), "flip"), labels, logits)
     names = load_classes(repo / "data/prepared/classes.json")
     title = "head · integrated_gradients · right → wrong"

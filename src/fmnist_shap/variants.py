@@ -2,21 +2,15 @@
 
 import dataclasses
 
+from fmnist_shap.explain.masker_ids import MASKERS
+from fmnist_shap.explain.registry import explainers
 from fmnist_shap.params import require
 
-EXPLAINERS = ("partition", "permutation")  # shap's, with an image masker
-GRADIENT_EXPLAINERS = ("integrated_gradients", "expected_gradients")  # ours, in JAX
-KERAS_EXPLAINERS = ("deep", "gradient")  # shap's DeepExplainer, GradientExplainer: Keras twin
+# The method ids by family, from the one list of methods (explain/registry.py).
+EXPLAINERS = explainers("shap")  # shap's, with an image masker
+GRADIENT_EXPLAINERS = explainers("gradient")  # ours, in JAX
+KERAS_EXPLAINERS = explainers("keras")  # shap's DeepExplainer, GradientExplainer: Keras twin
 SUBSTRATES = ("black", "blur")  # what deleted pixels become in the faithfulness curves
-# Masker id → what it is: shap's blur masker with a kernel the size of the image, or one of
-# OpenCV's two inpainting algorithms (`shap_masker` gives shap's own spelling).
-MASKERS = {"blur": "blur(H,W)", "telea": "inpaint_telea", "ns": "inpaint_ns"}
-
-
-def shap_masker(masker: str, image_hw: tuple[int, int]) -> str:
-    """shap's name of a masker for images of this size: 'blur(28,28)', 'inpaint_telea'."""
-    height, width = image_hw
-    return f"blur({height},{width})" if masker == "blur" else MASKERS[masker]
 
 
 @dataclasses.dataclass(frozen=True)

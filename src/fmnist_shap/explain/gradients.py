@@ -13,6 +13,7 @@ in pixel units (0-255 input), like the SHAP variants, so plots and metrics treat
   the drawn baselines, so the remaining error is the α-sampling noise.
 """
 
+import time
 from collections.abc import Callable
 
 import jax
@@ -20,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fmnist_shap.errors import UserError
+from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed
 from fmnist_shap.model import CNN
 
 
@@ -86,19 +89,21 @@ def expected_gradients(
     background_BHW: np.ndarray,
     samples: int,
     seed: int,
+    test_index_N: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """EG with baselines drawn from `background_BHW`: values (N, H, W, K), base values (N, K).
 
-    Image n draws its baselines and α from its own generator, seeded (seed, n), so one image's
-    explanation does not depend on which others are explained with it.
+    Each image draws its baselines and α from its own generator, keyed by (seed, its test
+    index, the method), so its explanation does not depend on which others are explained with
+    it, nor on the batch, stage or worker.
     """
     attribute = make_path_attributions(model)
     weights = np.full(samples, 1.0 / samples, np.float32)
     values, base_values = [], []
-    for n, (image, classes) in enumerate(
-        zip(images_NHW.astype(np.float32), classes_NK, strict=True)
+    for image, classes, index in zip(
+        images_NHW.astype(np.float32), classes_NK, test_index_N, strict=True
     ):
-        rng = np.random.default_rng([seed, n])
+        rng = np.random.default_rng(draw_seed(seed, index, "expected_gradients"))
         baselines = background_BHW[rng.integers(0, len(background_BHW), samples)]
         alphas = rng.random(samples, dtype=np.float32)
         attributions, base = attribute(
@@ -107,3 +112,59 @@ def expected_gradients(
         values.append(np.asarray(attributions))
         base_values.append(np.asarray(base))
     return np.stack(values), np.stack(base_values)
+
+
+def _timed(
+    compute: Callable[[], tuple[np.ndarray, np.ndarray]],
+    classes_NK: np.ndarray,
+    evals_per_image: float,
+) -> Attributions:
+    start = time.perf_counter()
+    values, base_values = compute()
+    return Attributions(
+        values_NHWK=values.astype(np.float32),
+        base_values_NK=base_values.astype(np.float32),
+        classes_NK=classes_NK,
+        evals_per_image=evals_per_image,
+        seconds_per_image=(time.perf_counter() - start) / len(classes_NK),
+    )
+
+
+class IntegratedGradients(Method):
+    """Integrated Gradients from the black image (no randomness)."""
+
+    explainer = "integrated_gradients"
+
+    def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
+        steps = context.params.budget[self.explainer]
+        return _timed(
+            lambda: integrated_gradients(context.model, images_NHW, classes_NK, steps),
+            classes_NK,
+            float(steps + 1),
+        )
+
+
+class ExpectedGradients(Method):
+    """Expected Gradients with baselines drawn from the training images."""
+
+    explainer = "expected_gradients"
+
+    def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
+        background = context.background_BHW
+        if background is None or len(background) == 0:
+            raise UserError("expected_gradients needs background images: pass the training set")
+        params = context.params
+        samples = params.budget[self.explainer]
+        return _timed(
+            lambda: expected_gradients(
+                context.model,
+                images_NHW,
+                classes_NK,
+                background,
+                samples,
+                params.seed,
+                test_index_N,
+            ),
+            classes_NK,
+            float(samples),
+        )

@@ -1,0 +1,50 @@
+"""shap's image plots of one variant's attributions."""
+
+import io
+
+import numpy as np
+import shap
+from scipy.special import softmax
+
+from fmnist_shap.explain.base import Attributions
+from fmnist_shap.explain.selection import SelectedImages
+from fmnist_shap.pngs import cropped_png
+
+
+def image_plot_png(
+    explanations: Attributions,
+    samples: SelectedImages,
+    images_NHW: np.ndarray,
+    class_names: tuple[str, ...],
+    rows: np.ndarray,
+    title: str,
+) -> bytes:
+    """shap.image_plot of the chosen rows as PNG bytes, small and byte-stable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probabilities = softmax(samples.logits_NC[rows], axis=-1)
+    classes = explanations.classes_NK[rows]
+    labels = np.array(
+        [
+            [f"{class_names[c]} {probabilities[r, c]:.2f}" for c in classes[r]]
+            for r in range(len(rows))
+        ]
+    )
+    actual = [f"actual: {class_names[label]}" for label in samples.labels_N[rows]]
+    values = explanations.values_NHWK[rows]
+    shap.image_plot(
+        [values[..., j : j + 1] for j in range(values.shape[-1])],
+        pixel_values=images_NHW[rows][..., None].astype(np.float32),
+        labels=labels,
+        true_labels=actual,
+        show=False,
+    )
+    figure = plt.gcf()
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=60)
+    plt.close(figure)
+    return cropped_png(buffer.getvalue())
