@@ -8,6 +8,8 @@ than an AMD Zen 4 or an Intel CPU with it. With it off, the weights are bit-iden
 (AVX-512), an AMD EPYC-Rome and an Intel Haswell (both AVX2 only), and on 1 or 2 cores; the model
 being applied to the whole batch (no row chunking) keeps the core count out of the bits too.
 
+TensorFlow's oneDNN kernels are turned off for the same reason (`ENVIRONMENT_SETTINGS`).
+
 The settings are applied when the package is imported, before jax starts its CPU backend
 (jax reads $XLA_FLAGS then), so every stage, worker process and test gets them without anything
 in a user's shell. A flag the user already put in $XLA_FLAGS is left as they set it.
@@ -21,14 +23,22 @@ from collections.abc import MutableMapping
 from importlib import metadata
 
 XLA_SETTINGS = ("--xla_cpu_enable_platform_dependent_math=false",)
+# TensorFlow (the Keras twin's explainers and the export's checks): its oneDNN kernels are
+# chosen by instruction set and round differently ("You may see slightly different numerical
+# results", TensorFlow's own start-up notice); its Eigen kernels are the same on every x86-64.
+ENVIRONMENT_SETTINGS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def apply_xla_settings(environ: MutableMapping[str, str] = os.environ) -> str:
-    """Add `XLA_SETTINGS` to $XLA_FLAGS (a flag already there keeps the user's value); returns it.
+    """Add `XLA_SETTINGS` to $XLA_FLAGS (a flag already there keeps the user's value) and
+    `ENVIRONMENT_SETTINGS` to the environment (a variable already set keeps its value); returns
+    $XLA_FLAGS.
 
     Warns when jax has already started its backend: the settings then apply only to processes
     started later, and this one may compute other bits than dvc.lock's.
     """
+    for name, value in ENVIRONMENT_SETTINGS.items():
+        environ.setdefault(name, value)
     flags = environ.get("XLA_FLAGS", "").split()
     names = {flag.split("=")[0] for flag in flags}
     missing = [setting for setting in XLA_SETTINGS if setting.split("=")[0] not in names]
@@ -90,6 +100,7 @@ def describe() -> dict:
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "settings": {name: os.environ.get(name) for name in ENVIRONMENT_SETTINGS},
     }
 
 

@@ -5,6 +5,7 @@ Logits make SHAP's efficiency identity exact and easy to check:
 sum(values[n, :, :, j]) + base_values[n, j] == logits(image_n)[class j].
 """
 
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,3 +88,20 @@ class Method:
         first = self.attribute(trained, images_NHW, classes_NK, test_index_N)
         second = self.attribute(randomized, images_NHW, classes_NK[:, :1], test_index_N)
         return first, second
+
+
+def timed(
+    compute: Callable[[], tuple[np.ndarray, np.ndarray]],
+    classes_NK: np.ndarray,
+    evals_per_image: float,
+) -> Attributions:
+    """`compute()`'s (values, base values) as float32 Attributions, with its seconds per image."""
+    start = time.perf_counter()
+    values, base_values = compute()
+    return Attributions(
+        values_NHWK=values.astype(np.float32),
+        base_values_NK=base_values.astype(np.float32),
+        classes_NK=classes_NK,
+        evals_per_image=float(evals_per_image),
+        seconds_per_image=(time.perf_counter() - start) / len(classes_NK),
+    )

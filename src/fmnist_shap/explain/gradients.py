@@ -13,7 +13,6 @@ in pixel units (0-255 input), like the SHAP variants, so plots and metrics treat
   the drawn baselines, so the remaining error is the α-sampling noise.
 """
 
-import time
 from collections.abc import Callable
 
 import jax
@@ -22,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed
+from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed, timed
 from fmnist_shap.model import CNN
 
 
@@ -114,22 +113,6 @@ def expected_gradients(
     return np.stack(values), np.stack(base_values)
 
 
-def _timed(
-    compute: Callable[[], tuple[np.ndarray, np.ndarray]],
-    classes_NK: np.ndarray,
-    evals_per_image: float,
-) -> Attributions:
-    start = time.perf_counter()
-    values, base_values = compute()
-    return Attributions(
-        values_NHWK=values.astype(np.float32),
-        base_values_NK=base_values.astype(np.float32),
-        classes_NK=classes_NK,
-        evals_per_image=evals_per_image,
-        seconds_per_image=(time.perf_counter() - start) / len(classes_NK),
-    )
-
-
 class IntegratedGradients(Method):
     """Integrated Gradients from the black image (no randomness)."""
 
@@ -137,7 +120,7 @@ class IntegratedGradients(Method):
 
     def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
         steps = context.params.budget[self.explainer]
-        return _timed(
+        return timed(
             lambda: integrated_gradients(context.model, images_NHW, classes_NK, steps),
             classes_NK,
             float(steps + 1),
@@ -155,7 +138,7 @@ class ExpectedGradients(Method):
             raise UserError("expected_gradients needs background images: pass the training set")
         params = context.params
         samples = params.budget[self.explainer]
-        return _timed(
+        return timed(
             lambda: expected_gradients(
                 context.model,
                 images_NHW,

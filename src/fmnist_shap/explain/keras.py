@@ -5,13 +5,12 @@ PyTorch models.
 Only code that runs one of these methods imports this module (TensorFlow costs ~5 s).
 """
 
-import time
 from collections.abc import Callable
 
 import numpy as np
 import shap
 
-from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed
+from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed, timed
 
 # keras as keras_twin configures it (TensorFlow backend, quiet logs) before its first import
 from fmnist_shap.keras_twin import keras, twin_logits
@@ -120,27 +119,19 @@ def gradient_shap(
     return per_head(twin, classes_NK, explain)
 
 
-def _timed(values_and_base: tuple[np.ndarray, np.ndarray], start: float, classes_NK, evals):
-    values, base_values = values_and_base
-    return Attributions(
-        values_NHWK=values.astype(np.float32),
-        base_values_NK=base_values.astype(np.float32),
-        classes_NK=classes_NK,
-        evals_per_image=float(evals),
-        seconds_per_image=(time.perf_counter() - start) / len(classes_NK),
-    )
-
-
 class DeepShap(Method):
     """shap's DeepExplainer on the twin, against `explain.keras_background` training images."""
 
     explainer = "deep"
 
     def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
-        start, background = time.perf_counter(), context.twin_background_BHW
-        values = deep_shap(context.twin, images_NHW, classes_NK, background)
+        background = context.twin_background_BHW
         # one DeepLIFT pass against each background image
-        return _timed(values, start, classes_NK, len(background))
+        return timed(
+            lambda: deep_shap(context.twin, images_NHW, classes_NK, background),
+            classes_NK,
+            len(background),
+        )
 
 
 class GradientShap(Method):
@@ -149,15 +140,18 @@ class GradientShap(Method):
     explainer = "gradient"
 
     def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
-        start, params = time.perf_counter(), context.params
+        params = context.params
         samples = params.budget[self.explainer]
-        values = gradient_shap(
-            context.twin,
-            images_NHW,
+        return timed(
+            lambda: gradient_shap(
+                context.twin,
+                images_NHW,
+                classes_NK,
+                context.twin_background_BHW,
+                samples,
+                params.seed,
+                test_index_N,
+            ),
             classes_NK,
-            context.twin_background_BHW,
             samples,
-            params.seed,
-            test_index_N,
         )
-        return _timed(values, start, classes_NK, samples)

@@ -116,7 +116,22 @@ def _explain_image(
     return values_HWC[..., classes_K], base_C[classes_K]
 
 
-class Partition(Method):
+class ShapImageMethod(Method):
+    """A shap explainer with an image masker, on the context's numpy predictor."""
+
+    def attribute(self, context, images_NHW, classes_NK, test_index_N) -> Attributions:
+        return explain_with_shap(
+            context.predict,
+            images_NHW,
+            self.explainer,
+            self.masker,
+            context.params,
+            classes_NK,
+            test_index_N,
+        )
+
+
+class Partition(ShapImageMethod):
     """shap's PartitionExplainer (Owen values over the masker's partition tree).
 
     Its tree walk orders nodes by the output differences of the explained classes together,
@@ -124,33 +139,11 @@ class Partition(Method):
 
     explainer = "partition"
 
-    def attribute(self, context, images_NHW, classes_NK, test_index_N) -> Attributions:
-        return explain_with_shap(
-            context.predict,
-            images_NHW,
-            self.explainer,
-            self.masker,
-            context.params,
-            classes_NK,
-            test_index_N,
-        )
 
-
-class Permutation(Method):
+class Permutation(ShapImageMethod):
     """shap's PermutationExplainer (forward and backward passes over random orderings)."""
 
     explainer = "permutation"
-
-    def attribute(self, context, images_NHW, classes_NK, test_index_N) -> Attributions:
-        return explain_with_shap(
-            context.predict,
-            images_NHW,
-            self.explainer,
-            self.masker,
-            context.params,
-            classes_NK,
-            test_index_N,
-        )
 
     def attribute_pair(self, trained, randomized, images_NHW, classes_NK, test_index_N):
         """Both models in one pass over the very same coalitions.
