@@ -281,7 +281,7 @@ def _stale_stages(project: Project) -> set[str]:
 
 
 def test_explain_code_and_params_rerun_only_what_reads_them(project: Project) -> None:
-    with (project.path / "src/fmnist_shap/explain.py").open("a") as code:
+    with (project.path / "src/fmnist_shap/explain/shap_image.py").open("a") as code:
         code.write("# an edit\n")
     assert _stale_stages(project) == {"explain", "global"}  # both explain with shap
     project.back_to_head()
