@@ -1,5 +1,8 @@
 """Integrated and Expected Gradients in JAX: completeness, baselines, seeds, the shared outputs."""
 
+import io
+
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -100,6 +103,9 @@ def test_explain_gradients_gives_the_shared_explanation_format(
         result, samples, images, tuple(map(str, range(10))), np.arange(2), "gradients"
     )
     assert png[:4] == b"\x89PNG"
+    # Title and colour scale sit next to the grid: few blank bands (shap's layout left ~30%).
+    pixels = matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3]
+    assert (pixels >= 1.0).all(axis=(1, 2)).mean() < 0.2
 
 
 def test_gradient_explainer_errors(trained_model, predict, images: np.ndarray) -> None:

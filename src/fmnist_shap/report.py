@@ -319,7 +319,8 @@ def flips_png(repo: Path, test_index_N: np.ndarray) -> bytes:
     selected = SelectedImages(test_index_N, np.full(len(images), "flip"), labels, logits)
     names = load_classes(repo / "data/prepared/classes.json")
     title = "head · integrated_gradients · right → wrong"
-    return image_plot_png(attributions, selected, images, names, np.arange(len(images)), title)
+    rows = np.arange(len(images))
+    return image_plot_png(attributions, selected, images, names, rows, title, method.scale_label)
 
 
 def _plots_rows(

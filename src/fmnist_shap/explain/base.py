@@ -61,6 +61,7 @@ class Method:
     `attribute`; one instance per variant (a shap method is built with its masker)."""
 
     explainer: ClassVar[str]
+    scale_label: ClassVar[str] = "SHAP value (logit)"  # what its values are, for plot scales
 
     def __init__(self, masker: str | None = None):
         self.masker = masker

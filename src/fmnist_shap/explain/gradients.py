@@ -13,6 +13,7 @@ in pixel units (0-255 input), like the SHAP variants, so plots and metrics treat
   the drawn baselines, so the remaining error is the α-sampling noise.
 """
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -25,40 +26,64 @@ from fmnist_shap.explain.base import Attributions, Context, Method, draw_seed, t
 from fmnist_shap.model import CNN
 
 
-def make_path_attributions(
-    model: CNN,
-) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """A jitted (image, baselines, alphas, classes) → (attributions, baseline logits) for one
-    image: the mean over M path points of (x − x'_m) · ∇ f_c(x'_m + α_m (x − x'_m)).
-
-    image (H, W); baselines (M, H, W); alphas (M,); weights of the M points (M,) summing to 1;
-    classes (K,). Returns attributions (H, W, K) and f_c(x'_m) averaged with the same weights (K,).
-    """
-    graphdef, state = nnx.split(model)
-
-    def logits_fn(pixels_MHW: jax.Array) -> jax.Array:
-        return nnx.merge(graphdef, state)(pixels_MHW)
+@functools.cache
+def _path_attributions(graphdef: nnx.GraphDef) -> Callable:
+    """The jitted path integral for one model architecture, compiled once per shape and shared by
+    every model of that architecture (its weights are an argument): the trained and the
+    re-initialised model, every chunk of `global`, every call."""
 
     @jax.jit
     def attribute(
+        state: nnx.State,
         image_HW: jax.Array,
         baselines_MHW: jax.Array,
         alphas_M: jax.Array,
         weights_M: jax.Array,
         classes_K: jax.Array,
-    ) -> tuple[jax.Array, jax.Array]:
+    ) -> jax.Array:
+        model = nnx.merge(graphdef, state)
         delta_MHW = image_HW[None] - baselines_MHW
         points_MHW = baselines_MHW + alphas_M[:, None, None] * delta_MHW
-        _, vjp = jax.vjp(logits_fn, points_MHW)
-        num_classes = model.num_classes
+        _, vjp = jax.vjp(model, points_MHW)
         # One backward pass per explained class, batched over the M path points: (K, M, H, W).
-        cotangents_KMC = jax.nn.one_hot(classes_K, num_classes)[:, None, :] * jnp.ones(
+        cotangents_KMC = jax.nn.one_hot(classes_K, model.num_classes)[:, None, :] * jnp.ones(
             (1, len(alphas_M), 1)
         )
         (grads_KMHW,) = jax.vmap(vjp)(cotangents_KMC)
         attributions_KHW = jnp.einsum("m,kmhw,mhw->khw", weights_M, grads_KMHW, delta_MHW)
-        base_KM = logits_fn(baselines_MHW)[:, classes_K].T
-        return attributions_KHW.transpose(1, 2, 0), base_KM @ weights_M
+        return attributions_KHW.transpose(1, 2, 0)
+
+    return attribute
+
+
+@functools.cache
+def _mean_logits(graphdef: nnx.GraphDef) -> Callable:
+    """Jitted (weights, baselines (M, H, W), point weights (M,), classes (K,)) → the weighted
+    mean of the baselines' logits of those classes (K,): a path method's base values."""
+
+    @jax.jit
+    def mean_logits(state, baselines_MHW, weights_M, classes_K) -> jax.Array:
+        return nnx.merge(graphdef, state)(baselines_MHW)[:, classes_K].T @ weights_M
+
+    return mean_logits
+
+
+def make_path_attributions(
+    model: CNN,
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """(image, baselines, alphas, weights, classes) → (attributions, base values) for one
+    image: the mean over M path points of (x − x'_m) · ∇ f_c(x'_m + α_m (x − x'_m)), and the
+    baselines' logits f_c(x'_m) averaged with the same weights.
+
+    image (H, W); baselines (M, H, W); alphas (M,); weights of the M points (M,) summing to 1;
+    classes (K,). Returns attributions (H, W, K) and base values (K,).
+    """
+    graphdef, state = nnx.split(model)
+    path, mean_logits = _path_attributions(graphdef), _mean_logits(graphdef)
+
+    def attribute(image_HW, baselines_MHW, alphas_M, weights_M, classes_K):
+        attributions = path(state, image_HW, baselines_MHW, alphas_M, weights_M, classes_K)
+        return attributions, mean_logits(state, baselines_MHW, weights_M, classes_K)
 
     return attribute
 
@@ -67,18 +92,25 @@ def integrated_gradients(
     model: CNN, images_NHW: np.ndarray, classes_NK: np.ndarray, steps: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """IG from the black image over `steps` path intervals: values (N, H, W, K) and base
-    values f_c(black) (N, K)."""
-    attribute = make_path_attributions(model)
+    values f_c(black) (N, K).
+
+    The black image's logits are computed once for all images (not once per path point)."""
+    graphdef, state = nnx.split(model)
+    path = _path_attributions(graphdef)
     alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
     weights = np.full(steps + 1, 1.0 / steps, np.float32)
     weights[[0, -1]] /= 2  # trapezoid rule
     baselines = np.zeros((steps + 1, *images_NHW.shape[1:]), np.float32)
-    values, base_values = [], []
-    for image, classes in zip(images_NHW.astype(np.float32), classes_NK, strict=True):
-        attributions, base = attribute(image, baselines, alphas, weights, classes)
-        values.append(np.asarray(attributions))
-        base_values.append(np.asarray(base))
-    return np.stack(values), np.stack(base_values)
+    black_C = np.asarray(
+        _mean_logits(graphdef)(
+            state, baselines[:1], np.ones(1, np.float32), jnp.arange(model.num_classes)
+        )
+    )
+    values = [
+        np.asarray(path(state, image, baselines, alphas, weights, classes))
+        for image, classes in zip(images_NHW.astype(np.float32), classes_NK, strict=True)
+    ]
+    return np.stack(values), black_C[classes_NK]
 
 
 def expected_gradients(
@@ -117,6 +149,7 @@ class IntegratedGradients(Method):
     """Integrated Gradients from the black image (no randomness)."""
 
     explainer = "integrated_gradients"
+    scale_label = "Integrated Gradients attribution (logit)"
 
     def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
         steps = context.params.budget[self.explainer]
@@ -131,6 +164,7 @@ class ExpectedGradients(Method):
     """Expected Gradients with baselines drawn from the training images."""
 
     explainer = "expected_gradients"
+    scale_label = "Expected Gradients attribution (logit)"
 
     def attribute(self, context: Context, images_NHW, classes_NK, test_index_N) -> Attributions:
         background = context.background_BHW

@@ -18,8 +18,11 @@ def image_plot_png(
     class_names: tuple[str, ...],
     rows: np.ndarray,
     title: str,
+    scale_label: str = "SHAP value (logit)",
 ) -> bytes:
-    """shap.image_plot of the chosen rows as PNG bytes, small and byte-stable."""
+    """shap.image_plot of the chosen rows as PNG bytes, small and byte-stable: the title and the
+    colour scale (labelled `scale_label`, what the method's values are) moved next to the grid,
+    where shap leaves a fifth of the figure blank above and below it, and the margins cut."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +46,14 @@ def image_plot_png(
         show=False,
     )
     figure = plt.gcf()
-    figure.suptitle(title)
+    *grid, scale = figure.axes  # shap adds the colorbar last
+    inch = 1 / figure.get_figheight()  # one inch, as a fraction of the figure's height
+    top = max(ax.get_position().y1 for ax in grid)
+    bottom = min(ax.get_position().y0 for ax in grid)
+    bar = scale.get_position()
+    scale.set_position([bar.x0, bottom - 0.3 * inch - bar.height, bar.width, bar.height])
+    scale.set_xlabel(scale_label)
+    figure.suptitle(title, y=top + 0.45 * inch, va="bottom")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=60)
     plt.close(figure)

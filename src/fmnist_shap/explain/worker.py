@@ -12,7 +12,7 @@ import numpy as np
 from fmnist_shap.artifacts import csv_bytes, npz_bytes
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import load_classes, load_split
-from fmnist_shap.explain.base import Attributions, Context
+from fmnist_shap.explain.base import Attributions, Context, Method
 from fmnist_shap.explain.job import Inputs
 from fmnist_shap.explain.metrics import additivity_error
 from fmnist_shap.explain.outputs import (
@@ -105,11 +105,12 @@ def contexts_for(variant: Variant, loaded: Loaded) -> tuple[Context, Context]:
     return _twins[1]
 
 
-def explain_pair(variant: Variant, loaded: Loaded) -> tuple[Attributions, Attributions]:
+def explain_pair(
+    method: Method, variant: Variant, loaded: Loaded
+) -> tuple[Attributions, Attributions]:
     """The variant's explanations of the trained model's classes (`explained_classes`: the
     top-k, or for the review set the true class first), and of the first of them with
     re-initialised weights (the randomization check)."""
-    method = build(variant.explainer, variant.masker)
     trained, randomized = contexts_for(variant, loaded)
     classes_NK = loaded.samples.explained_classes(loaded.params.top_k)
     return method.attribute_pair(
@@ -121,7 +122,8 @@ def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
     """One variant: its explanations, the randomization check, faithfulness, plots."""
     start = time.perf_counter()
     samples, params, images_NHW = loaded.samples, loaded.params, loaded.images_NHW
-    explanations, randomized = explain_pair(variant, loaded)
+    method = build(variant.explainer, variant.masker)
+    explanations, randomized = explain_pair(method, variant, loaded)
     curves = faithfulness_curves(  # of the first explained class: top-1, or the true class
         loaded.trained.predict,
         images_NHW,
@@ -149,6 +151,7 @@ def explain_one(variant: Variant, loaded: Loaded) -> VariantOutputs:
             class_names,
             samples.rows(set_name),
             f"{variant.label} · {TITLES[set_name]}",
+            method.scale_label,
         )
         for set_name in SETS
     }
