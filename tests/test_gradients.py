@@ -149,3 +149,20 @@ def test_path_gradients_of_the_requested_classes_match_finite_differences(
         numeric = (logits[0, classes] - logits[1, classes]) / (2 * step)
         analytic = np.asarray(attributions[row, col]) / image[row, col]
         np.testing.assert_allclose(analytic, numeric, rtol=2e-2, atol=2e-5)
+
+
+def test_a_class_map_does_not_depend_on_the_other_classes_explained(
+    trained_model, images: np.ndarray, small_train: Split
+) -> None:
+    """The explain stage explains 5 classes, `global` the true one: the shared class's map must
+    be the same bits (the weighted sum over path points is reduced per class, not as one
+    K-batched contraction, whose blocking changed the last bits with K)."""
+    five = np.array([[3, 1, 4, 5, 9]] * len(images))
+    index = np.arange(len(images))
+    ig5, _ = integrated_gradients(trained_model, images, five, steps=16)
+    ig1, _ = integrated_gradients(trained_model, images, five[:, :1], steps=16)
+    assert np.array_equal(ig5[..., 0], ig1[..., 0])
+    background = small_train.images_NHW
+    eg5, _ = expected_gradients(trained_model, images, five, background, 16, 0, index)
+    eg1, _ = expected_gradients(trained_model, images, five[:, :1], background, 16, 0, index)
+    assert np.array_equal(eg5[..., 0], eg1[..., 0])

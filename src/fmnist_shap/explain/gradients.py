@@ -50,7 +50,8 @@ def _path_attributions(graphdef: nnx.GraphDef) -> Callable:
             (1, len(alphas_M), 1)
         )
         (grads_KMHW,) = jax.vmap(vjp)(cotangents_KMC)
-        attributions_KHW = jnp.einsum("m,kmhw,mhw->khw", weights_M, grads_KMHW, delta_MHW)
+        weighted_KMHW = weights_M[None, :, None, None] * grads_KMHW * delta_MHW[None]
+        attributions_KHW = weighted_KMHW.sum(axis=1)
         return attributions_KHW.transpose(1, 2, 0)
 
     return attribute
