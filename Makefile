@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro pull verify calibrate test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
+.PHONY: repro pull verify calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
@@ -75,6 +75,14 @@ bench-loop: setup data
 # The global stage's images/s with 1 and 2 Dask workers, and all 10k projected (~3 min).
 bench-global: setup data
 	$(BIN)/python benchmarks/global_bench.py
+
+# dvc_plots/index.html: DVC's plots page with vega inlined from vendor/vega (works offline).
+plots: setup
+	$(BIN)/python -m fmnist_shap.plots_page show
+
+# The same page for the workspace against BASE (default main).
+plots-diff: setup
+	$(BIN)/python -m fmnist_shap.plots_page diff $(BASE)
 
 # reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
 BASE ?= main

@@ -105,7 +105,10 @@ def metric_changes(repo: Path, base: str, calibration: dict[str, float]) -> pd.D
     done = subprocess.run(
         ["dvc", "metrics", "diff", base, "--json"], cwd=repo, capture_output=True, text=True
     )
-    diff = json.loads(done.stdout or "{}") if done.returncode == 0 else {}
+    if done.returncode != 0 or "failed to load" in done.stderr:
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise UserError(f"dvc metrics diff {base}: {first}")
+    diff = json.loads(done.stdout or "{}")
     rows = []
     for file, metrics in diff.items():
         if file.endswith(VARYING):
