@@ -375,10 +375,14 @@ def test_s3_remote_carries_outputs_and_experiments_between_clones(
     denied = subprocess.run(["dvc", "push"], cwd=first, env=reader, capture_output=True, text=True)
     said = denied.stdout + denied.stderr
     assert denied.returncode != 0 and any(w in said for w in ("403", "Forbidden", "AccessDenied"))
-    run(["dvc", "exp", "push", "origin", "seed-1"], first, writer)
+    shared = tmp_path / "shared.git"  # the team's git remote (not the project: it stays as is)
+    run(["git", "init", "-q", "--bare", str(shared)], tmp_path, project.env)
+    run(["git", "remote", "add", "shared", str(shared)], first, project.env)
+    run(["dvc", "exp", "push", "shared", "seed-1"], first, writer)
 
     second = clone("second")
-    run(["dvc", "exp", "pull", "origin", "seed-1"], second, reader)
+    run(["git", "remote", "add", "shared", str(shared)], second, project.env)
+    run(["dvc", "exp", "pull", "shared", "seed-1"], second, reader)
     assert "seed-1" in run(["dvc", "exp", "show", "--md"], second, reader)
     run(["dvc", "exp", "apply", "seed-1"], second, reader)
     assert "up to date" in run(["dvc", "status"], second, reader)
