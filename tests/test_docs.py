@@ -1,0 +1,77 @@
+"""The docs stay true: every `make` target, `python -m` module, params key and relative link that
+README.md and docs/*.md name exists, so a renamed command breaks CI instead of the docs."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, subprocess_env
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+TEXT = {page: page.read_text(encoding="utf-8") for page in PAGES}
+ALL_TEXT = "\n".join(TEXT.values())
+
+MAKE_TARGETS = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+SECTIONS = tuple(PARAMS)
+
+
+def named_targets() -> set[str]:
+    """`make repro` in backticks, or `make plots-diff BASE=main` opening a line of a code block
+    (not prose such as "make and git")."""
+    return set(re.findall(r"(?:`|^\s*)make ([a-z][\w-]*)", ALL_TEXT, re.M))
+
+
+def named_modules() -> set[str]:
+    return set(re.findall(r"python -m (fmnist_shap(?:\.\w+)+)", ALL_TEXT))
+
+
+def named_params() -> set[str]:
+    """`explain.budget.partition`-style keys in backticks (with an optional `=value`)."""
+    pattern = rf"`((?:{'|'.join(SECTIONS)})\.[a-z_][\w.]*)(?:=[^`]*)?`"
+    return set(re.findall(pattern, ALL_TEXT))
+
+
+def test_the_docs_name_targets_modules_and_keys() -> None:
+    """The extraction itself finds what it should (else the tests below would pass empty)."""
+    assert {"repro", "test", "verify", "plots", "bench"} <= named_targets()
+    assert {"fmnist_shap.report", "fmnist_shap.remote"} <= named_modules()
+    assert {"explain.seed", "explain.budget.permutation", "global.per_class"} <= named_params()
+
+
+@pytest.mark.parametrize("target", sorted(named_targets()))
+def test_every_make_target_exists(target: str) -> None:
+    assert target in MAKE_TARGETS, f"docs name `make {target}`; the Makefile has no such target"
+
+
+@pytest.mark.parametrize("module", sorted(named_modules()))
+def test_every_module_runs_with_help(module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        env=subprocess_env(REPO / "src"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "usage:" in done.stdout, (module, done.stderr[-500:])
+
+
+@pytest.mark.parametrize("key", sorted(named_params()))
+def test_every_params_key_exists(key: str) -> None:
+    node = PARAMS
+    for part in key.rstrip(".").split("."):
+        assert isinstance(node, dict) and part in node, f"docs name `{key}`; params.yaml has not"
+        node = node[part]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_and_image_exists(page: Path) -> None:
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", TEXT[page]):
+        if re.match(r"https?://", target):
+            continue
+        assert (page.parent / target).exists(), f"{page.name} links to {target}, which is missing"
