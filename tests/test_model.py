@@ -25,10 +25,16 @@ from fmnist_shap.model import (
 from tests.conftest import IMAGE_HW, NUM_CLASSES, REPO, pixels, subprocess_env
 
 
-def test_logits_shape_and_finite() -> None:
-    logits = make_predict_fn(init_model(0, NUM_CLASSES, IMAGE_HW), batch_size=32)(pixels(50))
+def test_predict_gives_the_models_own_logits() -> None:
+    """The numpy predictor (padding, chunks of `batch_size`, jit) returns what the model itself
+    computes on the same pixels, as float32."""
+    model = init_model(0, NUM_CLASSES, IMAGE_HW)
+    images = pixels(50)
+    logits = make_predict_fn(model, batch_size=32)(images)
+    direct = np.asarray(model(jnp.asarray(images, jnp.float32)))
     assert logits.shape == (50, 10) and logits.dtype == np.float32
-    assert np.isfinite(logits).all()
+    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+    assert np.abs(logits).max() > 0.1  # not all zero
 
 
 def test_predict_accepts_any_batch_and_a_channel_axis() -> None:

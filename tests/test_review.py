@@ -1,7 +1,11 @@
 """The PR report's verdict and its statistics on synthetic predictions and scores (no pipeline
 run): every verdict line, McNemar against scipy, the bootstrap interval's coverage under no
-change, its memory, the "(changed)" marker and the flips fallback."""
+change, its memory, the "(changed)" marker, the flips fallback, review.py's fallbacks and
+Drift's text, and global's per-chunk explanation without a cluster."""
 
+import dataclasses
+import io
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -12,6 +16,7 @@ from scipy.stats import binomtest
 
 from fmnist_shap.data import CLASS_NAMES
 from fmnist_shap.report import _flips_section, _pair_row, verdict
+from fmnist_shap.review import CLASSES, OLD_CONFUSION, VARIANTS, Side, drift
 from fmnist_shap.significance import (
     RESAMPLES,
     SEED,
@@ -150,3 +155,88 @@ def test_flips_section_says_so_when_no_image_flipped(tmp_path: Path) -> None:
         "No test image went from right to wrong."
     ]
     assert not (tmp_path / "pr").exists()
+
+
+def write(repo: Path, path: str, data: bytes) -> None:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_bytes(data)
+
+
+def test_a_base_with_only_the_old_confusion_csv_is_still_compared(tmp_path: Path) -> None:
+    """Revisions from before evaluate wrote dvclive's confusion.json kept confusion.csv."""
+    actual = np.array([0, 1, 2, 3])
+    write(tmp_path, CLASSES, json.dumps({"class_names": list(CLASS_NAMES)}).encode())
+    old = pd.DataFrame(
+        {
+            "actual": [CLASS_NAMES[a] for a in actual],
+            "predicted": [CLASS_NAMES[a] for a in [0, 1, 2, 2]],
+        }
+    )
+    write(tmp_path, OLD_CONFUSION, old.to_csv(index=False).encode())
+    read = Side(tmp_path, None).predictions()
+    assert read is not None
+    assert read.actual_N.tolist() == [0, 1, 2, 3] and read.predicted_N.tolist() == [0, 1, 2, 2]
+    (tmp_path / CLASSES).unlink()
+    assert Side(tmp_path, None).predictions() is None  # no class names: not compared
+
+
+def review_values(index: list[int], maps: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        values=maps[..., None],
+        test_index=np.array(index),
+        set=np.array(["review"] * len(index)),
+    )
+    return buffer.getvalue()
+
+
+def test_drift_needs_the_same_review_set_and_reads_as_a_reviewer_says_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(3, 28, 28)).astype(np.float32)
+    base, head, other = (tmp_path / name for name in ("base", "head", "other"))
+    path = f"{VARIANTS}/v/values.npz"
+    write(base, path, review_values([5, 9, 12], maps))
+    moved = maps.copy()
+    moved[1] = -moved[1]  # image 9's map reversed: its ρ is -1
+    write(head, path, review_values([5, 9, 12], moved))
+    write(other, path, review_values([5, 9, 13], maps))  # another review set
+    result = drift(Side(base, None), Side(head, None), "v")
+    assert result is not None
+    assert result.spearman_N.tolist() == pytest.approx([1.0, -1.0, 1.0])
+    assert result.text() == ("ρ 0.33 (worst -1.00, test image 9), top-5% overlap 0.67 (worst 0.00)")
+    assert drift(Side(base, None), Side(other, None), "v") is None
+    assert drift(Side(base, None), Side(tmp_path / "none", None), "v") is None
+
+
+def test_globals_chunk_explains_without_a_cluster(trained_model, small_val, tmp_path: Path) -> None:
+    """The function a Dask worker runs, called directly: the true-class map of each image, the
+    registry method's first column, seeded by test index."""
+    from fmnist_shap.explain.base import Context
+    from fmnist_shap.explain.registry import build
+    from fmnist_shap.global_explain import explain_chunk
+    from fmnist_shap.model import make_predict_fn, save_model
+    from fmnist_shap.variants import ExplainParams
+    from tests.conftest import repo_params
+
+    save_model(tmp_path / "model.npz", trained_model)
+    params = repo_params("explain", ExplainParams, seed=0, batch_size=512)
+    params = dataclasses.replace(params, budget=params.budget | {"integrated_gradients": 8})
+    images, labels = small_val.images_NHW[:3], small_val.labels_N[:3]
+    index = np.array([40, 41, 42])
+    maps = explain_chunk(
+        (tmp_path / "model.npz").read_bytes(),
+        None,
+        "integrated_gradients",
+        index,
+        images,
+        labels,
+        params,
+    )
+    assert maps.shape == (3, 28, 28) and maps.dtype == np.float32
+    context = Context(trained_model, make_predict_fn(trained_model, 512), params)
+    expected = build("integrated_gradients").attribute(context, images, labels[:, None], index)
+    assert np.array_equal(maps, expected.values_NHWK[..., 0])
+    completeness = maps.sum(axis=(1, 2)) + expected.base_values_NK[:, 0]
+    logits = context.predict(images)[np.arange(3), labels]
+    assert np.abs(completeness - logits).max() < 0.5  # 8 intervals: coarse, but the right map
