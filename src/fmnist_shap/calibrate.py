@@ -32,7 +32,7 @@ def dvc(repo: Path, *args: str) -> str:
 def seed_changes(diff: dict) -> dict[str, float]:
     """`dvc exp diff --json`'s metrics → {"file:key": |new − old|}, numbers only."""
     return {
-        f"{file}:{key}": abs(change["new"] - change["old"])
+        f"{file}:{key}": round(abs(change["new"] - change["old"]), 6)
         for file, metrics in diff.get("metrics", {}).items()
         if not file.endswith(VARYING)
         for key, change in metrics.items()
