@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro pull verify calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-global report clean-venv
+.PHONY: repro pull verify calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
@@ -71,6 +71,10 @@ bench: setup data
 # The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min).
 bench-loop: setup data
 	$(BIN)/python benchmarks/loop.py
+
+# Each explain variant's worker-seconds against its floor: its model evaluations as large batches.
+bench-floors: setup
+	$(BIN)/python benchmarks/floors.py
 
 # The global stage's images/s with 1 and 2 Dask workers, and all 10k projected (~3 min).
 bench-global: setup data

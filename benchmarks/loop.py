@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = (
     ("dvc repro -f (default params)", ["dvc", "repro", "-f"], 240),
     ("no-op dvc repro", ["dvc", "repro"], 1.0),
-    ("dvc exp run -S train.epochs=1", ["dvc", "exp", "run", "-S", "train.epochs=1"], 90),
+    ("dvc exp run -S train.epochs=1", ["dvc", "exp", "run", "-S", "train.epochs=1"], 120),
     ("dvc exp run -S explain.seed=1", ["dvc", "exp", "run", "-S", "explain.seed=1"], 60),
     ("quick tests (make test-fast)", [sys.executable, "-m", "pytest", "-q", "-m", "not slow"], 45),
     ("all tests (make test, tests alone)", [sys.executable, "-m", "pytest", "-q"], 240),
