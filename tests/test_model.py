@@ -113,7 +113,7 @@ def test_training_bits_are_those_of_dvc_lock_on_any_core_count() -> None:
     digests = {fingerprint_on([cores[0]]), fingerprint_on(cores)}
     assert digests == {recorded["training_fingerprint"]}, (
         f"this CPU trains other bits than the one that made dvc.lock ({recorded['cpu']}): {digests}; "
-        "`dvc pull` the outputs instead of retraining (README, shared remote)"
+        "`dvc pull` the outputs instead of retraining (docs/environment.md: the shared remote)"
     )
 
 

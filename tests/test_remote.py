@@ -130,7 +130,7 @@ def test_no_remote_configured(tmp_path: Path) -> None:
     done = remote_cli(repo, env, "pull", "--or-compute")
     assert done.returncode == 0
     assert done.stderr.strip() == (
-        "remote: no DVC remote configured (README: the shared remote); computing everything here"
+        "remote: no DVC remote configured (docs/environment.md: the shared remote); computing everything here"
     )
     strict = remote_cli(repo, env, "pull")
     assert strict.returncode == 2 and "dvc remote add -d" in strict.stderr

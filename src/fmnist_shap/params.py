@@ -95,5 +95,5 @@ def load_params[T](path: str | os.PathLike, section: str, cls: type[T]) -> T:
         where = f" at line {mark.line + 1}" if mark else ""
         raise UserError(f"{params_path}: not valid YAML{where}; fix the syntax") from None
     if not isinstance(document, dict) or section not in document:
-        raise UserError(f"{params_path}: missing section '{section}'; see the README")
+        raise UserError(f"{params_path}: missing section '{section}'; see docs/configuration.md")
     return from_mapping(cls, section, document[section])

@@ -127,7 +127,7 @@ def problem(remote: Remote) -> str | None:
     if "://" not in remote.url and not Path(remote.url).is_dir():
         return (
             f"{remote.describe()}: no such folder; `dvc push` from a clone that has the outputs "
-            f"creates it, or point the remote at shared storage (README: the shared remote)"
+            f"creates it, or point the remote at shared storage (docs/environment.md: the shared remote)"
         )
     return None
 
@@ -194,7 +194,7 @@ def main(argv: list[str]) -> None:
     repo = Path(args.repo).resolve()
     remote = default_remote(repo)
     if remote is None:
-        note = "no DVC remote configured (README: the shared remote)"
+        note = "no DVC remote configured (docs/environment.md: the shared remote)"
         if args.or_compute or args.action == "check":
             print(f"remote: {note}; computing everything here", file=sys.stderr)
             return

@@ -32,7 +32,7 @@ def values_arrays(
     images_NHW: np.ndarray,
     class_names: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
-    """The explanation as plain arrays for values.npz (no pickle): see the README's field list."""
+    """The explanation as plain arrays for values.npz (no pickle): see docs/explanations.md's field list."""
     return {
         "values": explanations.values_NHWK,  # (N, H, W, K) float32, SHAP values of logits
         "base_values": explanations.base_values_NK,  # (N, K) float32

@@ -13,7 +13,7 @@ randomization check.
 Outputs, under the stage's folder:
     metrics.json, timing.json              one entry per variant (DVC flattens them: a column
                                            `partition-blur.deletion_auc` in `dvc exp show`)
-    variants/<variant>/values.npz          attributions, see the README
+    variants/<variant>/values.npz          attributions (docs/explanations.md)
     variants/<variant>/samples.csv         the explained images and the model's predictions
     variants/<variant>/curves.csv          the deletion/insertion curves
     variants/<variant>/scores.csv          every explained image's deletion/insertion AUCs
