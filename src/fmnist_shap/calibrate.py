@@ -17,13 +17,14 @@ import yaml
 
 from fmnist_shap.artifacts import write_json
 from fmnist_shap.errors import UserError, run_cli
+from fmnist_shap.remote import DVC
 from fmnist_shap.verify import CALIBRATION, VARYING
 
 EXPERIMENT = "seed-calibration"
 
 
 def dvc(repo: Path, *args: str) -> str:
-    done = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True)
+    done = subprocess.run([*DVC, *args], cwd=repo, capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"dvc {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     seed = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))["train"]["seed"]
-    subprocess.run(["dvc", "exp", "remove", EXPERIMENT], cwd=repo, capture_output=True)
+    subprocess.run([*DVC, "exp", "remove", EXPERIMENT], cwd=repo, capture_output=True)
     print(f"calibrate: dvc exp run --temp -S train.seed={seed + 1} (the whole pipeline)")
     dvc(repo, "exp", "run", "--temp", "-n", EXPERIMENT, "-S", f"train.seed={seed + 1}")
     diff = json.loads(dvc(repo, "exp", "diff", "HEAD", EXPERIMENT, "--json", "--all") or "{}")

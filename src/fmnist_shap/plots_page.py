@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from fmnist_shap.errors import UserError, run_cli
+from fmnist_shap.remote import DVC
 
 VENDOR = Path(__file__).resolve().parents[2] / "vendor" / "vega"
 # npm packages vega@5.20.2, vega-lite@5.2.0, vega-embed@6.18.2 (dvc-render's CDN versions):
@@ -74,7 +75,7 @@ def write_page(command: list[str], out: Path, repo: Path) -> Path:
         template = Path(folder) / "offline.html"
         template.write_text(template_text, encoding="utf-8")
         done = subprocess.run(
-            ["dvc", "plots", *command, "--html-template", str(template), "-o", str(out)],
+            [*DVC, "plots", *command, "--html-template", str(template), "-o", str(out)],
             cwd=repo,
             capture_output=True,
             text=True,

@@ -33,6 +33,7 @@ from fmnist_shap.artifacts import write_json
 from fmnist_shap.errors import UserError, run_cli
 
 PULL_RECORD = Path(".dvc/tmp/pulled.json")
+DVC = (sys.executable, "-m", "dvc")  # this environment's dvc, whatever PATH holds
 TIMEOUT_S = 5  # connect and read timeout of the check; one attempt, no retries
 
 
@@ -149,13 +150,13 @@ def pull(repo: Path, remote: Remote) -> dict[str, str]:
     """`dvc pull --allow-missing`; returns (and records) the outputs now in the workspace with
     the hash dvc.lock names — what the remote provided or the workspace already had."""
     done = subprocess.run(
-        ["dvc", "pull", "--allow-missing", "--quiet"], cwd=repo, capture_output=True, text=True
+        [*DVC, "pull", "--allow-missing", "--quiet"], cwd=repo, capture_output=True, text=True
     )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise UserError(f"{remote.describe()}: dvc pull failed: {last}")
     status = subprocess.run(
-        ["dvc", "status", "--json"], cwd=repo, capture_output=True, text=True, check=True
+        [*DVC, "status", "--json"], cwd=repo, capture_output=True, text=True, check=True
     )
     stale = json.loads(status.stdout or "{}")
     missing = {

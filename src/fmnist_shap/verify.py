@@ -22,7 +22,7 @@ import yaml
 
 from fmnist_shap.environment import describe
 from fmnist_shap.errors import UserError, run_cli
-from fmnist_shap.remote import read_pull_record
+from fmnist_shap.remote import DVC, read_pull_record
 
 CALIBRATION = "reports/calibration.json"
 ENVIRONMENTS = {
@@ -103,7 +103,7 @@ def compare_outputs(repo: Path, base: str) -> list[StageResult]:
 def metric_changes(repo: Path, base: str, calibration: dict[str, float]) -> pd.DataFrame:
     """Every metric whose value differs from `base`, beside its seed calibration."""
     done = subprocess.run(
-        ["dvc", "metrics", "diff", base, "--json"], cwd=repo, capture_output=True, text=True
+        [*DVC, "metrics", "diff", base, "--json"], cwd=repo, capture_output=True, text=True
     )
     if done.returncode != 0 or "failed to load" in done.stderr:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
@@ -152,7 +152,7 @@ def environment_changes(repo: Path, base: str) -> pd.DataFrame:
 
 def report(repo: Path, base: str, fingerprint: str) -> str:
     """The markdown `make verify` prints."""
-    stale = subprocess.run(["dvc", "status", "-q"], cwd=repo, capture_output=True)
+    stale = subprocess.run([*DVC, "status", "-q"], cwd=repo, capture_output=True)
     if stale.returncode != 0:
         raise UserError("the workspace has stale stages (`dvc status`); run `dvc repro` first")
     calibration_text = read_at(repo, base, CALIBRATION)
