@@ -252,9 +252,8 @@ def test_verify_says_what_reproduced(project: Project) -> None:
         "metrics": {"reports/eval/metrics.json:accuracy": 0.0042},
     }
     (root / "reports/calibration.json").write_text(json.dumps(calibration))
-    project.run("git", "commit", "-qam", "made elsewhere", "--no-verify")
-    project.run("git", "add", "reports/calibration.json")
-    project.run("git", "commit", "-qm", "calibration")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "made elsewhere, with a calibration", "--no-verify")
     project.run("git", "checkout", "-q", "main")
     project.back_to_head()
 
