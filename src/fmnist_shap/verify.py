@@ -23,6 +23,7 @@ import yaml
 from fmnist_shap.environment import describe
 from fmnist_shap.errors import UserError, run_cli
 from fmnist_shap.remote import DVC, read_pull_record
+from fmnist_shap.review import Side
 
 CALIBRATION = "reports/calibration.json"
 ENVIRONMENTS = {
@@ -43,11 +44,9 @@ def git(repo: Path, *args: str) -> str:
 
 
 def read_at(repo: Path, rev: str, path: str) -> str | None:
-    """A file's text at `rev`, or None when it is not there."""
-    done = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True
-    )
-    return done.stdout if done.returncode == 0 else None
+    """A file's text at `rev`, or None when it is not there (the PR report's `Side.read`)."""
+    data = Side(repo, rev).read(path)
+    return None if data is None else data.decode("utf-8")
 
 
 def stage_outputs(lock_text: str | None) -> dict[str, dict[str, str]]:
