@@ -10,7 +10,7 @@ import shap
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain.base import Attributions, Context
-from fmnist_shap.explain.maskers import BlendingBlurMasker, forget_blur_cache
+from fmnist_shap.explain.maskers import BlendingBlurMasker, RememberingImageMasker, forget_image
 from fmnist_shap.explain.metrics import additivity_error
 from fmnist_shap.explain.plots import image_plot_png
 from fmnist_shap.explain.registry import METHODS, build
@@ -21,7 +21,7 @@ from fmnist_shap.explain.selection import (
     top_classes,
     with_review_set,
 )
-from fmnist_shap.explain.shap_image import Permutation, explain_with_shap
+from fmnist_shap.explain.shap_image import Partition, Permutation, explain_with_shap
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.variants import MASKERS, ExplainParams
 from tests.conftest import IMAGE_HW, NUM_CLASSES, repo_params
@@ -129,7 +129,7 @@ def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
     masker = shap.maskers.Image("blur(28,28)", (28, 28, 1))
     masker(mask, reused)
     reused[:] = second
-    forget_blur_cache(masker)
+    forget_image(masker)
     assert np.array_equal(masker(mask, reused)[0].ravel(), expected)
 
     reused[:] = first
@@ -140,14 +140,17 @@ def test_blur_masker_forgets_the_previous_image(images: np.ndarray) -> None:
     assert not np.array_equal(expected, blending.fill(first.copy()))
 
 
-def test_permutation_pair_equals_two_separate_explanations(
-    trained_model, predict, images: np.ndarray
+@pytest.mark.parametrize(("method", "masker"), [(Permutation, "telea"), (Partition, "ns")])
+def test_pair_equals_two_separate_explanations(
+    trained_model, predict, images: np.ndarray, method, masker: str
 ) -> None:
-    """One pass over both models' logits gives what two passes give, bit for bit."""
+    """Both models explained together (Permutation: one pass over both models' logits;
+    Partition: image by image through one remembering masker) give what two separate runs
+    give, bit for bit."""
     randomized_model = init_model(1, NUM_CLASSES, IMAGE_HW)
     randomized = make_predict_fn(randomized_model, batch_size=256)
-    alone = shap_attributions(predict, images, "permutation", "telea", FAST)
-    trained, random_top1 = Permutation("telea").attribute_pair(
+    alone = shap_attributions(predict, images, method.explainer, masker, FAST)
+    trained, random_top1 = method(masker).attribute_pair(
         Context(trained_model, predict, FAST),
         Context(randomized_model, randomized, FAST),
         images,
@@ -155,14 +158,40 @@ def test_permutation_pair_equals_two_separate_explanations(
         np.arange(len(images)),
     )
     alone_random = shap_attributions(
-        randomized, images, "permutation", "telea", FAST, classes_NK=alone.classes_NK[:, :1]
+        randomized, images, method.explainer, masker, FAST, classes_NK=alone.classes_NK[:, :1]
     )
     assert np.array_equal(trained.values_NHWK, alone.values_NHWK)
     assert np.array_equal(trained.base_values_NK, alone.base_values_NK)
     assert np.array_equal(trained.classes_NK, alone.classes_NK)
     assert np.array_equal(random_top1.values_NHWK, alone_random.values_NHWK)
     assert np.array_equal(random_top1.base_values_NK, alone_random.base_values_NK)
-    assert trained.evals_per_image == alone.evals_per_image == 1569
+    assert trained.evals_per_image == alone.evals_per_image
+    assert random_top1.evals_per_image == alone_random.evals_per_image
+    if method is Permutation:
+        assert trained.evals_per_image == 1569
+
+
+def test_remembering_masker_inpaints_each_coalition_of_an_image_once(
+    images: np.ndarray, monkeypatch
+) -> None:
+    calls = []
+    inpaint = shap.maskers.Image.inpaint
+
+    def counted(self, x, mask, method):
+        calls.append(method)
+        return inpaint(self, x, mask, method)
+
+    monkeypatch.setattr(shap.maskers.Image, "inpaint", counted)
+    shaps = shap.maskers.Image("inpaint_telea", (28, 28, 1))
+    ours = RememberingImageMasker("inpaint_telea", (28, 28, 1))
+    masks = np.random.default_rng(0).random((4, 28 * 28)) < 0.5
+    first, second = (image[..., None].astype(np.float32) for image in images)
+    for mask in [*masks, *masks]:  # every coalition twice
+        assert np.array_equal(ours(mask, first)[0], shaps(mask, first)[0])
+    assert len(calls) == 8 + 4  # shap's masker every time, ours once per coalition
+    forget_image(ours)  # the next image: nothing of the first one is reused
+    assert np.array_equal(ours(masks[0], second)[0], shaps(masks[0], second)[0])
+    assert not np.array_equal(ours(masks[0], second)[0], ours(masks[1], second)[0])
 
 
 def test_leading_samples_are_the_same_as_over_the_whole_set(predict, small_val: Split) -> None:

@@ -86,9 +86,17 @@ def test_load_rejects_missing_or_foreign_files(tmp_path: Path) -> None:
 def test_a_rows_logits_do_not_depend_on_the_call_size(trained_model, small_val: Split) -> None:
     # An image's logits (and so its SHAP values) must not depend on how many other images
     # share the model call: calls of 1–32 rows would use another XLA:CPU kernel (MIN_ROWS).
+    # Calls are padded to multiples of 64 rows (150 rows: one call of 192).
     images = small_val.images_NHW[:200]
     together = make_predict_fn(trained_model, batch_size=512)(images)
-    for n, batch_size in ((1, 512), (7, 512), (MIN_ROWS + 3, 512), (200, 16), (200, 128)):
+    for n, batch_size in (
+        (1, 512),
+        (7, 512),
+        (MIN_ROWS + 3, 512),
+        (150, 512),
+        (200, 16),
+        (200, 128),
+    ):
         alone = make_predict_fn(trained_model, batch_size=batch_size)(images[:n])
         assert np.array_equal(alone, together[:n]), (n, batch_size)
 

@@ -24,7 +24,6 @@ Outputs, under the stage's folder:
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import tempfile
@@ -267,7 +266,7 @@ def grid_png(means: dict[str, np.ndarray], class_names: tuple[str, ...], title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fmnist_shap.pngs import cropped_png
+    from fmnist_shap.pngs import figure_png
 
     num_classes = len(class_names)
     figure, axes = plt.subplots(2, num_classes, figsize=(1.6 * num_classes, 3.9))
@@ -282,10 +281,9 @@ def grid_png(means: dict[str, np.ndarray], class_names: tuple[str, ...], title: 
     axes[0, 0].set_ylabel("mean", fontsize=9)
     axes[1, 0].set_ylabel("mean |·|", fontsize=9)
     figure.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=70)
+    png = figure_png(figure, dpi=70)
     plt.close(figure)
-    return cropped_png(buffer.getvalue())
+    return png
 
 
 def write_global(

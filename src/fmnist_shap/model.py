@@ -55,11 +55,10 @@ MIN_ROWS = 64
 
 
 def padded_size(n: int, batch_size: int) -> int:
-    """The smallest power of two ≥ n, at least `MIN_ROWS`, capped at `batch_size` (or MIN_ROWS)."""
-    size = MIN_ROWS
-    while size < n:
-        size *= 2
-    return min(size, max(batch_size, MIN_ROWS))
+    """The smallest multiple of `MIN_ROWS` ≥ n (at least MIN_ROWS), capped at `batch_size`
+    rounded up to a multiple of MIN_ROWS: at most 63 padded rows, a handful of shapes."""
+    step = MIN_ROWS
+    return min(max(-(-n // step), 1), max(-(-batch_size // step), 1)) * step
 
 
 def batched_logits(
@@ -70,9 +69,10 @@ def batched_logits(
 ) -> np.ndarray:
     """Logits for any number of images, in chunks of at most `batch_size`.
 
-    Each chunk is zero-padded to a power of two (64, 128, …, batch_size), so the jitted forward
-    compiles a handful of shapes once instead of once per size shap happens to send, and a
-    call with 3 rows does not pay for `batch_size` rows.
+    Each chunk is zero-padded to a multiple of 64 rows (64, 128, 192, …, batch_size), so the
+    jitted forward compiles a handful of shapes once instead of once per size shap happens to
+    send, and a call with 70 rows pays for 128, not for `batch_size` (powers of two, as before,
+    padded such a call to 128 and one of 260 to 512).
     """
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 4:  # shap's maskers work on (N, H, W, 1)
@@ -89,7 +89,7 @@ def batched_logits(
 def make_predict_fn(model: CNN, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
     """numpy pixels (N, H, W) or (N, H, W, 1) in [0, 255] → numpy logits (N, classes).
 
-    Calls of at most `batch_size` rows are padded to the next power of two (64, 128, …,
+    Calls of at most `batch_size` rows are padded to the next multiple of 64 (64, 128, …,
     `batch_size`), longer ones cut into `batch_size` chunks (`batched_logits`): the jitted
     forward compiles a handful of shapes, whatever N the caller (shap, evaluation) passes.
     """

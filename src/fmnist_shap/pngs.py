@@ -6,19 +6,22 @@ import io
 import numpy as np
 
 
-def cropped_png(png: bytes, pad: int = 6) -> bytes:
-    """The PNG cut to its non-white content plus `pad` pixels, written without the Software
-    and date metadata, so the same figure gives the same bytes.
+def figure_png(figure, dpi: int, pad: int = 6) -> bytes:
+    """The figure drawn once at `dpi`, cut to its non-white content plus `pad` pixels, as PNG
+    bytes without the Software and date metadata (the same figure gives the same bytes).
 
-    What `savefig(bbox_inches="tight")` does, without its second drawing of the figure
-    (measured: half of a shap image plot's time)."""
-    import matplotlib.image
+    What `savefig(bbox_inches="tight")` does, without its second drawing of the figure, and
+    without encoding the whole canvas and decoding it again to crop it (measured: a third of a
+    shap image plot's time)."""
+    from PIL import Image
 
-    pixels = matplotlib.image.imread(io.BytesIO(png), format="png")
-    ink_rows, ink_cols = np.nonzero((pixels[..., :3] < 1.0).any(axis=-1))
+    figure.set_dpi(dpi)
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3]  # opaque: white figure face
+    ink_rows, ink_cols = np.nonzero((pixels < 255).any(axis=-1))
     if len(ink_rows):
         top, left = max(ink_rows.min() - pad, 0), max(ink_cols.min() - pad, 0)
         pixels = pixels[top : ink_rows.max() + pad + 1, left : ink_cols.max() + pad + 1]
     buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, pixels, format="png", metadata={"Software": None})
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="png")
     return buffer.getvalue()

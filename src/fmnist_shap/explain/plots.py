@@ -1,14 +1,12 @@
 """shap's image plots of one variant's attributions."""
 
-import io
-
 import numpy as np
 import shap
 from scipy.special import softmax
 
 from fmnist_shap.explain.base import Attributions
 from fmnist_shap.explain.selection import SelectedImages
-from fmnist_shap.pngs import cropped_png
+from fmnist_shap.pngs import figure_png
 
 
 def image_plot_png(
@@ -54,7 +52,6 @@ def image_plot_png(
     scale.set_position([bar.x0, bottom - 0.3 * inch - bar.height, bar.width, bar.height])
     scale.set_xlabel(scale_label)
     figure.suptitle(title, y=top + 0.45 * inch, va="bottom")
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=60)
+    png = figure_png(figure, dpi=60)
     plt.close(figure)
-    return cropped_png(buffer.getvalue())
+    return png

@@ -8,7 +8,7 @@ inpainting depends on each mask, so those maskers stay per row.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from fmnist_shap.explain.maskers import (
     BlendingBlurMasker,
     BlendingModel,
     CountingModel,
-    forget_blur_cache,
+    RememberingImageMasker,
+    forget_image,
 )
 
 
@@ -40,51 +41,82 @@ def explain_with_shap(
     index (shap's base Explainer also spends extra main-effect evaluations from the second row
     of a multi-row call).
     """
-    n, height, width = images_NHW.shape
-    model = CountingModel(predict)
-    blending = blend_in_model and masker_id == "blur"
-    masker, shap_model, explainer = _shap_explainer(
-        model, explainer_id, masker_id, (height, width, 1), blending
+    (attributions,) = explain_models_with_shap(
+        (predict,),
+        images_NHW,
+        explainer_id,
+        masker_id,
+        params,
+        (classes_NK,),
+        test_index_N,
+        blend_in_model,
     )
-    per_image = []
-    start = time.perf_counter()
-    for image_HW, classes_K, index in zip(images_NHW, classes_NK, test_index_N, strict=True):
-        pixels = image_HW[None, :, :, None].astype(np.float32)
-        if blending:
-            shap_model.set_image(pixels[0], masker.fill(pixels[0]))
-        else:
-            forget_blur_cache(masker)
-        seed = draw_seed(params.seed, index, explainer_id)
-        per_image.append(_explain_image(explainer, pixels, classes_K, params, seed))
-    values, base_values = zip(*per_image, strict=True)
-    seconds = time.perf_counter() - start
-    return Attributions(
-        values_NHWK=np.stack(values).astype(np.float32),
-        base_values_NK=np.stack(base_values).astype(np.float32),
-        classes_NK=classes_NK,
-        evals_per_image=model.rows / n,
-        seconds_per_image=seconds / n,
-    )
+    return attributions
 
 
-def _shap_explainer(
-    model: CountingModel,
+def explain_models_with_shap(
+    predicts: Sequence[Callable[[np.ndarray], np.ndarray]],
+    images_NHW: np.ndarray,
     explainer_id: str,
     masker_id: str,
-    image_shape: tuple[int, int, int],
-    blending: bool,
-) -> tuple[shap.maskers.Image, Callable[[np.ndarray], np.ndarray], shap.Explainer]:
-    """The masker, the function shap calls, and the explainer for one variant."""
+    params: Any,  # fmnist_shap.variants.ExplainParams
+    classes: Sequence[np.ndarray],  # each model's classes_NK
+    test_index_N: np.ndarray,
+    blend_in_model: bool = True,
+) -> list[Attributions]:
+    """`explain_with_shap` of several models on the same images, image by image: every model
+    explains an image (with that image's seed) before the next image, through one masker, so
+    an inpainted coalition is computed once for all of them (Partition's tree walks of the
+    trained and the re-initialised model share about half their coalitions)."""
+    n, height, width = images_NHW.shape
+    image_shape = (height, width, 1)
+    blending = blend_in_model and masker_id == "blur"
+    masker = _masker(masker_id, image_shape, blending)
+    models = [CountingModel(predict) for predict in predicts]
+    shap_models = [BlendingModel(model, image_shape) if blending else model for model in models]
+    explainers = [_explainer(explainer_id, shap_model, masker) for shap_model in shap_models]
+    per_model: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in models]
+    seconds = [0.0] * len(models)
+    for n_image, (image_HW, index) in enumerate(zip(images_NHW, test_index_N, strict=True)):
+        pixels = image_HW[None, :, :, None].astype(np.float32)
+        forget_image(masker)
+        filled = masker.fill(pixels[0]) if blending else None
+        seed = draw_seed(params.seed, index, explainer_id)
+        for m, explainer in enumerate(explainers):
+            start = time.perf_counter()
+            if blending:
+                shap_models[m].set_image(pixels[0], filled)
+            classes_K = classes[m][n_image]
+            per_model[m].append(_explain_image(explainer, pixels, classes_K, params, seed))
+            seconds[m] += time.perf_counter() - start
+    results = []
+    for m, model in enumerate(models):
+        values, base_values = zip(*per_model[m], strict=True)
+        results.append(
+            Attributions(
+                values_NHWK=np.stack(values).astype(np.float32),
+                base_values_NK=np.stack(base_values).astype(np.float32),
+                classes_NK=classes[m],
+                evals_per_image=model.rows / n,
+                seconds_per_image=seconds[m] / n,
+            )
+        )
+    return results
+
+
+def _masker(masker_id: str, image_shape: tuple[int, int, int], blending: bool):
+    """One variant's image masker: the blur built in the model call (`blending`), or shap's
+    masker with its inpainted coalitions kept for the image being explained."""
     mask_value = shap_masker(masker_id, image_shape[:2])
     if blending:
-        masker = BlendingBlurMasker(mask_value, image_shape)
-        shap_model = BlendingModel(model, image_shape)
-    else:
-        masker = shap.maskers.Image(mask_value, image_shape)
-        shap_model = model
+        return BlendingBlurMasker(mask_value, image_shape)
+    return RememberingImageMasker(mask_value, image_shape)
+
+
+def _explainer(explainer_id: str, shap_model: Callable, masker) -> shap.Explainer:
     if explainer_id == "partition":
-        return masker, shap_model, shap.PartitionExplainer(shap_model, masker)
-    return masker, shap_model, shap.PermutationExplainer(shap_model, masker)
+        return shap.PartitionExplainer(shap_model, masker)
+    return shap.PermutationExplainer(shap_model, masker)
 
 
 def _explain_image(
@@ -138,6 +170,20 @@ class Partition(ShapImageMethod):
     so an image's map for a class depends on which other classes are explained with it."""
 
     explainer = "partition"
+
+    def attribute_pair(self, trained, randomized, images_NHW, classes_NK, test_index_N):
+        """Both models image by image through one masker: the two tree walks share about
+        half their coalitions, each inpainted once (values as with two separate runs)."""
+        first, second = explain_models_with_shap(
+            (trained.predict, randomized.predict),
+            images_NHW,
+            self.explainer,
+            self.masker,
+            trained.params,
+            (classes_NK, classes_NK[:, :1]),
+            test_index_N,
+        )
+        return first, second
 
 
 class Permutation(ShapImageMethod):
