@@ -225,6 +225,20 @@ def test_explain_outputs_do_not_depend_on_the_workers(explained: Path, tmp_path:
         assert (tmp_path / "one" / rel).read_bytes() == (pooled / rel).read_bytes(), rel
 
 
+def test_pool_jobs_hold_every_variant_once_and_tensorflow_in_one() -> None:
+    from fmnist_shap.explain.runner import expected_cost, jobs_of
+    from fmnist_shap.variants import ALL_VARIANTS
+
+    variants = list(ALL_VARIANTS)
+    jobs = jobs_of(variants)
+    assert sorted(i for job in jobs for i in job) == list(range(len(variants)))
+    keras = [job for job in jobs if any(variants[i].explainer in KERAS_EXPLAINERS for i in job)]
+    assert len(keras) == 1 and {variants[i].explainer for i in keras[0]} == set(KERAS_EXPLAINERS)
+    costs = [sum(expected_cost(variants[i]) for i in job) for job in jobs]
+    assert costs == sorted(costs, reverse=True)  # the slowest start first
+    assert jobs_of([v for v in variants if v.explainer == "partition"]) == [(1,), (2,), (0,)]
+
+
 def test_review_set_maps_do_not_depend_on_samples_per_set(explained: Path, tmp_path: Path) -> None:
     """Draws are keyed by test index, not by position: explaining one more correct and wrong
     image moves every review-set row down, and changes none of their maps."""

@@ -37,20 +37,35 @@ def _load(inputs: Inputs) -> None:
     load_in_worker(inputs)
 
 
-def _explain(variant: Variant) -> VariantOutputs:
+def _explain(variants: tuple[Variant, ...]) -> list[VariantOutputs]:
     from fmnist_shap.explain.worker import explain_in_worker
 
-    return explain_in_worker(variant)
+    return [explain_in_worker(variant) for variant in variants]
 
 
-def expected_cost(variant: Variant) -> int:
-    """A rough rank of a variant's time, so the slowest start first and the workers finish
-    together: the Keras methods (TensorFlow's import and the twins, then shap on TensorFlow)
-    are the slowest, then Permutation with an inpaint masker (~12k images inpainted)."""
-    if SPECS[variant.explainer].needs_tensorflow:
-        return 4
+# Seconds of one variant in a worker, measured (docs/performance.md, 18 images, one core each):
+# the order in which the variants start, so that the workers finish together.
+SECONDS = {"deep": 13, "gradient": 10, "integrated_gradients": 10, "expected_gradients": 11}
+SHAP_SECONDS = {"partition": 7, "permutation": 11}  # with the blur masker
+INPAINT_SECONDS = {"partition": 1.5, "permutation": 3}  # more with an inpaint masker
+
+
+def expected_cost(variant: Variant) -> float:
+    """A variant's rough seconds in a worker, so the slowest start first."""
+    if variant.masker is None:
+        return SECONDS.get(variant.explainer, 10)
     inpainting = variant.masker in ("telea", "ns")
-    return 2 * (variant.explainer == "permutation" and inpainting) + inpainting
+    return SHAP_SECONDS[variant.explainer] + inpainting * INPAINT_SECONDS[variant.explainer]
+
+
+def jobs_of(variants: list[Variant]) -> list[tuple[int, ...]]:
+    """The variants (by position) as the pool's jobs, slowest first: every TensorFlow variant
+    in one job, so that one worker imports TensorFlow and builds the Keras twins (~3 s), not
+    each; every other variant a job of its own."""
+    needs_tf = tuple(i for i, v in enumerate(variants) if SPECS[v.explainer].needs_tensorflow)
+    jobs = [(i,) for i, v in enumerate(variants) if i not in needs_tf]
+    jobs += [needs_tf] if needs_tf else []
+    return sorted(jobs, key=lambda job: -sum(expected_cost(variants[i]) for i in job))
 
 
 def default_workers(variants: int) -> int:
@@ -67,15 +82,20 @@ def explain_all(
     processes (default: one per core); results in the order of `selected_variants`."""
     inputs.check()
     variants = selected_variants(inputs.params)
-    workers = default_workers(len(variants)) if workers is None else workers
-    order = sorted(range(len(variants)), key=lambda i: -expected_cost(variants[i]))
+    jobs = jobs_of(variants)
+    workers = default_workers(len(jobs)) if workers is None else workers
     results: dict[int, VariantOutputs] = {}
+
+    def done(job: tuple[int, ...], outputs: list[VariantOutputs]) -> None:
+        for i, result in zip(job, outputs, strict=True):
+            results[i] = result
+            if on_variant is not None:
+                on_variant(result)
+
     if workers == 1:
         _load(inputs)
-        for i in order:
-            results[i] = _explain(variants[i])
-            if on_variant is not None:
-                on_variant(results[i])
+        for job in jobs:
+            done(job, _explain(tuple(variants[i] for i in job)))
         return [results[i] for i in range(len(variants))]
     # On a GPU, each process would otherwise reserve most of the device's memory.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -85,9 +105,7 @@ def explain_all(
         initializer=_load,
         initargs=(inputs,),
     ) as pool:
-        futures = {pool.submit(_explain, variants[i]): i for i in order}
+        futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}
         for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_variant is not None:
-                on_variant(results[futures[future]])
+            done(futures[future], future.result())
     return [results[i] for i in range(len(variants))]
