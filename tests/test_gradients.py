@@ -10,7 +10,9 @@ from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain.base import Context
 from fmnist_shap.explain.gradients import (
+    ACCELERATOR_IMAGES_PER_CALL,
     expected_gradients,
+    images_per_call,
     integrated_gradients,
     make_path_attributions,
 )
@@ -166,3 +168,31 @@ def test_a_class_map_does_not_depend_on_the_other_classes_explained(
     eg5, _ = expected_gradients(trained_model, images, five, background, 16, 0, index)
     eg1, _ = expected_gradients(trained_model, images, five[:, :1], background, 16, 0, index)
     assert np.array_equal(eg5[..., 0], eg1[..., 0])
+
+
+def test_images_per_call_is_the_platforms() -> None:
+    assert images_per_call("cpu") == 1  # the bits of dvc.lock
+    assert images_per_call("gpu") == images_per_call("tpu") == ACCELERATOR_IMAGES_PER_CALL > 1
+    assert images_per_call() == 1  # these tests run on the CPU
+
+
+def test_several_images_per_call_give_the_same_maps(
+    trained_model, predict, small_val: Split
+) -> None:
+    """The accelerators' path (a vmapped chunk of images a call, the last one padded) computes
+    what one image a call computes; 5 images in chunks of 2 pad the last chunk."""
+    images = small_val.images_NHW[:5]
+    classes = top_classes(predict(images), 2)
+    index = np.arange(10, 15)
+    ig_one, ig_base = integrated_gradients(trained_model, images, classes, 32, per_call=1)
+    ig_two, ig_base_two = integrated_gradients(trained_model, images, classes, 32, per_call=2)
+    np.testing.assert_allclose(ig_two, ig_one, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(ig_base, ig_base_two)
+    background = small_val.images_NHW[100:140]
+    eg = [
+        expected_gradients(trained_model, images, classes, background, 16, 0, index, per_call=n)
+        for n in (1, 2)
+    ]
+    np.testing.assert_allclose(eg[1][0], eg[0][0], rtol=1e-4, atol=1e-5)
+    assert np.array_equal(eg[1][1], eg[0][1])
+    assert np.abs(ig_one).max() > 1e-3 and np.abs(eg[0][0]).max() > 1e-3
