@@ -1,10 +1,11 @@
 """The experiment loop's timings, each next to its target, measured in one run in a temporary clone.
 
     python benchmarks/loop.py            # (or: make bench-loop) about 12 minutes on 2 cores
+    python benchmarks/loop.py --rev 001093c --skip-tests   # an older commit, for a before/after
 
 With --stages, each stage is then timed alone (`dvc repro -f -s STAGE`).
 
-Clones the committed HEAD into a temporary folder with this checkout's raw data, then times, in
+Clones the committed HEAD (or --rev) into a temporary folder with this checkout's raw data, then times, in
 order: a forced full `dvc repro -f`, a no-op `dvc repro` (best of three), a 1-epoch experiment,
 an explain-only experiment, the quick test tier and the whole test suite. Nothing is asserted:
 the numbers are printed as measured (a shared machine makes any one of them noisy).
@@ -55,6 +56,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-tests", action="store_true", help="time the pipeline rows only")
+    parser.add_argument("--rev", default="HEAD", help="the commit to time (default: HEAD)")
     parser.add_argument(
         "--stages", action="store_true", help="then time each stage alone (dvc repro -f -s)"
     )
@@ -69,10 +71,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fmnist-shap-loop-") as tmp:
         clone = Path(tmp) / "clone"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        subprocess.run(
+            ["git", "-C", str(clone), "checkout", "-q", "-B", "bench-loop", args.rev], check=True
+        )
         shutil.copytree(REPO / "data" / "raw", clone / "data" / "raw")
         env["PYTHONPATH"] = str(clone / "src")
         print(
-            f"clone of {REPO} at HEAD, {os.cpu_count()} cores, matmul "
+            f"clone of {REPO} at {args.rev}, {os.cpu_count()} cores, matmul "
             f"{matmul_gflops():.0f} GFLOP/s now (a quiet machine of this kind: ~195-207); "
             "seconds measured vs target"
         )

@@ -90,8 +90,8 @@ def jax_export_bytes(model: CNN) -> bytes:
 
 
 def reloaded_logits(files: dict[str, Path], images_NHW: np.ndarray) -> dict[str, np.ndarray]:
-    """Each exported file's logits, computed by fresh Python processes: one for the TensorFlow
-    files, with jax unimportable, and one for the `jax.export` file."""
+    """Each exported file's logits, computed by fresh Python processes running side by side:
+    one for the TensorFlow files, with jax unimportable, and one for the `jax.export` file."""
     logits = {}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -100,14 +100,26 @@ def reloaded_logits(files: dict[str, Path], images_NHW: np.ndarray) -> dict[str,
             ([k for k in files if k != "jax_export"], ["--without-jax"]),
             (["jax_export"], []),
         )
+        running = []
         for kinds, flags in groups:
             command = [sys.executable, "-m", "fmnist_shap.serving", str(work / "images.npy")]
             command += [str(work), *(f"{k}={files[k]}" for k in kinds), *flags]
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise RuntimeError(f"export: reloading {', '.join(kinds)} failed: {last}")
-            logits |= {k: np.load(work / f"{k}.npy") for k in kinds}
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            running.append((kinds, process))
+        try:
+            for kinds, process in running:
+                _, stderr = process.communicate()
+                if process.returncode != 0:
+                    last = (stderr.strip().splitlines() or ["no output"])[-1]
+                    raise RuntimeError(f"export: reloading {', '.join(kinds)} failed: {last}")
+                logits |= {k: np.load(work / f"{k}.npy") for k in kinds}
+        finally:
+            for _, process in running:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
     return logits
 
 
