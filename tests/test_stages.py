@@ -1,6 +1,8 @@
 """Each stage's main on a small real subset, in tmp_path: outputs, and nothing left on failure."""
 
 import json
+import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +239,27 @@ def test_pool_jobs_hold_every_variant_once_and_tensorflow_in_one() -> None:
     costs = [sum(expected_cost(variants[i]) for i in job) for job in jobs]
     assert costs == sorted(costs, reverse=True)  # the slowest start first
     assert jobs_of([v for v in variants if v.explainer == "partition"]) == [(1,), (2,), (0,)]
+
+
+def _pinned_cpus(slots, queue) -> None:
+    from fmnist_shap.explain.runner import pin_to_one_core
+
+    pin_to_one_core(slots)
+    queue.put(sorted(os.sched_getaffinity(0)))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
+def test_pool_workers_take_one_core_each_in_turn() -> None:
+    context = multiprocessing.get_context("spawn")
+    slots, queue = context.Value("i", 0), context.Queue()
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = []
+    for _ in range(len(cpus) + 1):  # one more worker than cores: the first core again
+        process = context.Process(target=_pinned_cpus, args=(slots, queue))
+        process.start()
+        pinned.append(queue.get(timeout=60))
+        process.join()
+    assert pinned == [[cpu] for cpu in cpus] + [[cpus[0]]]
 
 
 def test_review_set_maps_do_not_depend_on_samples_per_set(explained: Path, tmp_path: Path) -> None:
