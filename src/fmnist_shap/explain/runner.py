@@ -45,8 +45,8 @@ def _explain(variants: tuple[Variant, ...]) -> list[VariantOutputs]:
     return [explain_in_worker(variant) for variant in variants]
 
 
-# Seconds of one variant in a worker, measured (docs/performance.md, 18 images, one core each):
-# the order in which the variants start, so that the workers finish together.
+# Rough seconds of one variant, measured in a single process (docs/performance.md, 18 images):
+# only their order matters, the slowest start first so that the workers finish together.
 SECONDS = {"deep": 13, "gradient": 10, "integrated_gradients": 10, "expected_gradients": 11}
 SHAP_SECONDS = {"partition": 7, "permutation": 11}  # with the blur masker
 INPAINT_SECONDS = {"partition": 1.5, "permutation": 3}  # more with an inpaint masker
