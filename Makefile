@@ -23,12 +23,12 @@ pull: setup
 # After `dvc repro`: which outputs are bit-identical to the committed dvc.lock, which differ and
 # by how much, and this machine's environment against the one that made dvc.lock.
 verify: setup
-	$(BIN)/python -m fmnist_shap.verify
+	$(BIN)/python -m fmnist_shap.review.verify
 
 # reports/calibration.json: how far retraining with train.seed + 1 moves every metric (the whole
 # pipeline once more, as a temporary experiment); `make verify` shows it beside each difference.
 calibrate: setup
-	$(BIN)/python -m fmnist_shap.calibrate
+	$(BIN)/python -m fmnist_shap.review.calibrate
 
 test: setup data
 	$(BIN)/python -m pytest
@@ -91,7 +91,7 @@ plots-diff: setup
 # reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
 BASE ?= main
 report: setup
-	$(BIN)/python -m fmnist_shap.report --base $(BASE)
+	$(BIN)/python -m fmnist_shap.review.report --base $(BASE)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -39,7 +39,7 @@ def named_params() -> set[str]:
 def test_the_docs_name_targets_modules_and_keys() -> None:
     """The extraction itself finds what it should (else the tests below would pass empty)."""
     assert {"repro", "test", "verify", "plots", "bench"} <= named_targets()
-    assert {"fmnist_shap.report", "fmnist_shap.remote"} <= named_modules()
+    assert {"fmnist_shap.review.report", "fmnist_shap.remote"} <= named_modules()
     assert {"explain.seed", "explain.budget.permutation", "global.per_class"} <= named_params()
 
 

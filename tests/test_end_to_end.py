@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist_shap.verify import provenance
+from fmnist_shap.review.verify import provenance
 from tests.conftest import REPO, S3Server, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -219,7 +219,7 @@ def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
 def test_verify_says_what_reproduced(project: Project) -> None:
     """`make verify` against the commit it reproduced, then against a base made "elsewhere":
     another CPU recorded, another model hash, an accuracy 0.001 higher."""
-    here = project.run("python", "-m", "fmnist_shap.verify")
+    here = project.run("python", "-m", "fmnist_shap.review.verify")
     for stage in ("prepare", "train", "evaluate", "explain", "export", "global", "summarize"):
         assert re.search(rf"\| {stage} +\| bit-identical \(reproduced\)", here), here
     assert "Metrics that differ\n\nnone" in here
@@ -257,7 +257,7 @@ def test_verify_says_what_reproduced(project: Project) -> None:
     project.run("git", "checkout", "-q", "main")
     project.back_to_head()
 
-    there = project.run("python", "-m", "fmnist_shap.verify", "--base", "elsewhere")
+    there = project.run("python", "-m", "fmnist_shap.review.verify", "--base", "elsewhere")
     assert re.search(r"\| train +\| 1 of \d differ", there) and re.search(
         r"\| evaluate +\| 1 of \d differ", there
     )
@@ -423,7 +423,7 @@ def test_pr_report_reads_top_down(project: Project) -> None:
     ]
     head_accuracy = json.loads((repo / "reports/eval/metrics.json").read_text())["accuracy"]
     assert head_accuracy != base_accuracy
-    project.run("python", "-m", "fmnist_shap.report", "--base", "main")
+    project.run("python", "-m", "fmnist_shap.review.report", "--base", "main")
     report = (repo / "reports/pr-report.md").read_text()
     sections = [line for line in report.splitlines() if line.startswith("## ")]
     assert sections[:2] == ["## Verdict", "## Review set: the same images, base and head"]

@@ -16,8 +16,8 @@ from fmnist_shap.faithfulness import (
     step_counts,
     substrate_image,
 )
-from fmnist_shap.report import faithfulness_table
-from fmnist_shap.significance import Change
+from fmnist_shap.review.report import faithfulness_table
+from fmnist_shap.review.significance import Change
 from fmnist_shap.variants import SUBSTRATES, ExplainParams
 from tests.conftest import repo_params
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.report import build_report
+from fmnist_shap.review.report import build_report
 from tests.conftest import subprocess_env
 
 

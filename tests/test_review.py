@@ -15,9 +15,9 @@ import pytest
 from scipy.stats import binomtest
 
 from fmnist_shap.data import CLASS_NAMES
-from fmnist_shap.report import _flips_section, _pair_row, verdict
-from fmnist_shap.review import CLASSES, OLD_CONFUSION, VARIANTS, Side, drift
-from fmnist_shap.significance import (
+from fmnist_shap.review.changes import CLASSES, OLD_CONFUSION, VARIANTS, Side, drift
+from fmnist_shap.review.report import _flips_section, _pair_row, verdict
+from fmnist_shap.review.significance import (
     RESAMPLES,
     SEED,
     Change,
@@ -89,10 +89,11 @@ def test_faithfulness_line_names_only_the_changes_beyond_noise() -> None:
     assert "not compared" in none
 
 
-def test_predictions_not_compared_and_untouched_line() -> None:
-    lines = verdict(None, {}, {}, [], "- **Stages this change did not touch**: train pulled.")
+def test_predictions_not_compared_and_provenance_lines() -> None:
+    stages = "- **Stages**: pulled from the remote: train."
+    lines = verdict(None, {}, {}, [], [stages, "- **Remote**: 3 outputs pulled from x."])
     assert "- **Predictions**: not compared" in "\n".join(lines)
-    assert "- **Stages this change did not touch**: train pulled." in lines
+    assert lines[3:5] == [stages, "- **Remote**: 3 outputs pulled from x."]
 
 
 def test_mcnemar_is_scipys_binomial_test_on_the_discordant_pairs() -> None:

@@ -13,9 +13,15 @@ from sklearn.metrics import f1_score, recall_score
 
 from fmnist_shap.artifacts import save_npz
 from fmnist_shap.data import CLASS_NAMES
-from fmnist_shap.report import param_change, verdict
-from fmnist_shap.review import Side, drift, faithfulness_change, predictions_change, top_overlap
-from fmnist_shap.significance import compare, mcnemar_exact
+from fmnist_shap.review.changes import (
+    Side,
+    drift,
+    faithfulness_change,
+    predictions_change,
+    top_overlap,
+)
+from fmnist_shap.review.report import param_change, verdict
+from fmnist_shap.review.significance import compare, mcnemar_exact
 from fmnist_shap.summary import VariantResult, ranked_with_intervals
 from tests.conftest import subprocess_env
 

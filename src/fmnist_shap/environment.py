@@ -21,6 +21,7 @@ import sys
 import warnings
 from collections.abc import MutableMapping
 from importlib import metadata
+from pathlib import Path
 
 XLA_SETTINGS = ("--xla_cpu_enable_platform_dependent_math=false",)
 # TensorFlow (the Keras twin's explainers and the export's checks): its oneDNN kernels are
@@ -81,33 +82,59 @@ def _isa_extensions() -> list[str]:
 
 
 def describe() -> dict:
-    """What a result depends on besides code, data and params: versions, CPU and XLA settings.
+    """What decides a result's bits besides code, data and params: the locked versions, the
+    backend and the XLA and TensorFlow settings.
 
-    No timestamps or host names: a rerun on the same kind of machine writes the same bytes.
+    This is what a stage's `environment.json` holds, hashed in dvc.lock: the same on every
+    machine that computes the same bits, whatever its CPU model or core count (`machine()`).
+    No timestamps or host names: a rerun writes the same bytes.
     """
     import jax
 
     versions = {name: metadata.version(name) for name in ("jax", "jaxlib", "flax", "numpy", "shap")}
     return {
-        "python": platform.python_version(),
         "packages": versions,
         "platform": f"{sys.platform}-{platform.machine()}",
         "jax_backend": jax.default_backend(),
         "devices": sorted({device.device_kind for device in jax.devices()}),
-        "cpu": _cpu_model(),
-        "isa": _isa_extensions(),
-        "cores": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "settings": {name: os.environ.get(name) for name in ENVIRONMENT_SETTINGS},
     }
 
 
+def machine() -> dict:
+    """Where a result was computed, which (with `XLA_SETTINGS`) does not decide its bits: the
+    CPU model, its SIMD extensions, the cores this process may use, Python's version."""
+    return {
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "isa": _isa_extensions(),
+        "cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+    }
+
+
+# Per stage, the machine that last ran it in this workspace (not tracked by git or DVC, so a
+# rerun on another machine leaves dvc.lock and `git status` as they were). `make repro` and
+# `make pull` start them afresh; `make verify` and the PR report read them to say which stages
+# ran here and where (fmnist_shap.review.provenance).
+RUNS = Path(".dvc/tmp/runs")
+
+
 def record_environment(path: str | os.PathLike, **extra: str) -> None:
     """Write `describe()` and `extra` to `path` (JSON): each stage that computes with jax leaves
-    one beside its outputs, so `make verify` and the PR report can tell a CPU change from a
-    code change."""
+    one beside its outputs (a DVC output), so `make verify` and the PR report can tell a change
+    of versions or settings from a code change."""
     from fmnist_shap.artifacts import write_json
 
     write_json(path, describe() | extra)
+
+
+def record_run(stage: str) -> None:
+    """Note in this workspace's run records (RUNS) that `stage` ran here, and on what machine;
+    the last thing a stage does. Skipped outside a DVC project (a stage's main in a test)."""
+    from fmnist_shap.artifacts import write_json
+
+    if Path(".dvc").is_dir():
+        write_json(RUNS / f"{stage}.json", machine() | {"stage": stage})

@@ -14,22 +14,28 @@ line naming the remote and the fix, and the workspace is left as it was.
 
 S3 and S3-compatible stores (MinIO, Ceph, R2, …): credentials come from the environment
 (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`, or an AWS profile), never from git; the
-endpoint of a non-AWS store is the remote's `endpointurl`. What was pulled is recorded in
-`.dvc/tmp/pulled.json` (not tracked), which the PR report reads to say which outputs came
-from the remote.
+endpoint of a non-AWS store is the remote's `endpointurl`; the remote's `profile`,
+`session_token`, `use_ssl` and `ssl_verify` are honoured by the check too.
+
+`pull` starts a reproduction (`make repro`, `make pull`): it clears the stages' run records
+(`environment.RUNS`) and rewrites the pull record, `.dvc/tmp/pulled.json` (not tracked): the
+outputs whose bytes came from the remote this time, or why none did. `make verify` and the PR
+report read both to say how each stage got its outputs (`fmnist_shap.review.provenance`).
 """
 
 import argparse
-import hashlib
 import json
-import subprocess
+import logging
+import os
+import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from fmnist_shap.artifacts import write_json
+from fmnist_shap.environment import RUNS
 from fmnist_shap.errors import UserError, run_cli
 
 PULL_RECORD = Path(".dvc/tmp/pulled.json")
@@ -70,29 +76,61 @@ def default_remote(repo: Path) -> Remote | None:
     return Remote(name, url, options)
 
 
-def _s3_problem(remote: Remote) -> str | None:
+# Options of an S3 remote the check applies as DVC does; any other option that decides how to
+# reach or sign in to the store is named, and the check left to `dvc pull`.
+CHECKED_OPTIONS = {
+    "endpointurl",
+    "region",
+    "profile",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "use_ssl",
+    "ssl_verify",
+}
+UNCHECKED_OPTIONS = {"credentialpath", "configpath", "role_arn", "role_session_name", "sse"}
+
+
+def _bucket_and_folder(url: str) -> tuple[str, str]:
+    bucket, _, folder = url.removeprefix("s3://").partition("/")
+    return bucket, folder.strip("/")
+
+
+def _s3_client(remote: Remote):
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    bucket = remote.url.removeprefix("s3://").split("/")[0]
-    endpoint = remote.options.get("endpointurl")
+    options = remote.options
     session = boto3.session.Session(
-        profile_name=remote.options.get("profile"),
-        aws_access_key_id=remote.options.get("access_key_id"),
-        aws_secret_access_key=remote.options.get("secret_access_key"),
+        profile_name=options.get("profile"),
+        aws_access_key_id=options.get("access_key_id"),
+        aws_secret_access_key=options.get("secret_access_key"),
+        aws_session_token=options.get("session_token"),
     )
-    client = session.client(
+    return session.client(
         "s3",
-        endpoint_url=endpoint,
-        region_name=remote.options.get("region") or session.region_name or "us-east-1",
+        endpoint_url=options.get("endpointurl"),
+        region_name=options.get("region") or session.region_name or "us-east-1",
+        use_ssl=options.get("use_ssl", True),
+        verify=options.get("ssl_verify", True),
         config=Config(
             connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S, retries={"total_max_attempts": 1}
         ),
     )
+
+
+def _s3_problem(remote: Remote) -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+
     where = remote.describe()
+    bucket, folder = _bucket_and_folder(remote.url)
     try:
-        client.head_bucket(Bucket=bucket)
+        client = _s3_client(remote)
+        # The folder, not just the bucket: what `dvc pull` lists, with the same permission
+        # (s3:ListBucket, which a policy may limit to the folder).
+        client.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/" if folder else "", MaxKeys=1)
+    except ProfileNotFound as error:
+        return f"{where}: {error}; fix the remote's profile (`dvc remote modify --local {remote.name} profile <name>`) or ~/.aws/config"
     except NoCredentialsError:
         return (
             f"{where}: no credentials; export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -105,14 +143,22 @@ def _s3_problem(remote: Remote) -> str | None:
                 f"{where}: bucket '{bucket}' does not exist; create it, or fix the url with "
                 f"`dvc remote modify {remote.name} url s3://<bucket>/<path>`"
             )
-        if code in ("403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+        if code in (
+            "403",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "ExpiredToken",
+            "InvalidToken",
+        ):
             return (
                 f"{where}: credentials refused ({code}); check AWS_ACCESS_KEY_ID and "
-                f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and that they may read bucket '{bucket}'"
+                f"AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, AWS_SESSION_TOKEN) and that they may "
+                f"list s3://{bucket}/{folder}"
             )
         return f"{where}: {code or error}; check the remote's settings (`dvc remote list`)"
     except BotoCoreError as error:
-        target = endpoint or "AWS S3"
+        target = remote.options.get("endpointurl") or "AWS S3"
         return (
             f"{where}: {target} does not answer ({type(error).__name__}); check the endpoint "
             f"(`dvc remote modify --local {remote.name} endpointurl <url>`) and the network"
@@ -122,8 +168,17 @@ def _s3_problem(remote: Remote) -> str | None:
 
 def problem(remote: Remote) -> str | None:
     """Why `remote` cannot be read, in one line, or None when it can (or cannot be checked
-    here: a scheme other than a folder or S3 is left to DVC)."""
+    here: a scheme other than a folder or S3 is left to DVC, and so is an S3 remote with an
+    option the check does not apply, which is named on stderr)."""
     if remote.url.startswith("s3://"):
+        unchecked = sorted(set(remote.options) & UNCHECKED_OPTIONS)
+        if unchecked:
+            print(
+                f"remote: {remote.describe()}: the check does not apply {', '.join(unchecked)}; "
+                "leaving it to dvc pull",
+                file=sys.stderr,
+            )
+            return None
         return _s3_problem(remote)
     if "://" not in remote.url and not Path(remote.url).is_dir():
         return (
@@ -146,40 +201,101 @@ def lock_outputs(repo: Path) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class PullRecord:
+    """What the last `make repro` / `make pull` got from the shared remote."""
+
+    remote: str | None = None  # the remote's description; None: none was configured
+    problem: str | None = None  # why nothing could be pulled, or None
+    outs: dict[str, str] = field(default_factory=dict)  # path → md5, bytes from the remote
+
+    def write(self, repo: Path) -> None:
+        if self.remote is None:  # a run that used no remote leaves no record
+            (repo / PULL_RECORD).unlink(missing_ok=True)
+            return
+        write_json(
+            repo / PULL_RECORD, {"remote": self.remote, "problem": self.problem, "outs": self.outs}
+        )
+
+    @classmethod
+    def read(cls, repo: Path) -> "PullRecord":
+        record = repo / PULL_RECORD
+        if not record.is_file():
+            return cls()
+        data = json.loads(record.read_text(encoding="utf-8"))
+        return cls(data.get("remote"), data.get("problem"), data.get("outs", {}))
+
+    def text(self) -> str:
+        """One line for the PR report: where the outputs came from."""
+        if self.remote is None:
+            return "no shared remote configured: everything missing was computed here"
+        if self.problem is not None:
+            return f"the shared remote could not be read ({self.problem}): computed here"
+        return f"{len(self.outs)} outputs pulled from {self.remote}"
+
+
+def start_reproduction(repo: Path, record: PullRecord) -> None:
+    """A new reproduction: no stage has run here yet, and `record` says what was pulled."""
+    shutil.rmtree(repo / RUNS, ignore_errors=True)
+    record.write(repo)
+
+
+def in_cache(repo: Path, md5: str) -> bool:
+    """Whether DVC's local cache already holds an object (a folder: its listing and files)."""
+    files = repo / ".dvc" / "cache" / "files" / "md5"
+    path = files / md5[:2] / md5[2:]
+    if not path.is_file():
+        return False
+    if not md5.endswith(".dir"):
+        return True
+    listing = json.loads(path.read_text(encoding="utf-8"))
+    return all((files / e["md5"][:2] / e["md5"][2:]).is_file() for e in listing)
+
+
+class _Errors(logging.Handler):
+    """DVC's ERROR log lines during a call: the reason behind its exception."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().strip())
+
+
 def pull(repo: Path, remote: Remote) -> dict[str, str]:
-    """`dvc pull --allow-missing`; returns (and records) the outputs now in the workspace with
-    the hash dvc.lock names — what the remote provided or the workspace already had."""
-    done = subprocess.run(
-        [*DVC, "pull", "--allow-missing", "--quiet"], cwd=repo, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UserError(f"{remote.describe()}: dvc pull failed: {last}")
-    status = subprocess.run(
-        [*DVC, "status", "--json"], cwd=repo, capture_output=True, text=True, check=True
-    )
-    stale = json.loads(status.stdout or "{}")
-    missing = {
-        path
-        for changes in stale.values()
-        for change in changes
-        if isinstance(change, dict)
-        for path in change.get("changed outs", {})
+    """`dvc pull --allow-missing`; returns the outputs whose bytes it brought from the remote
+    (checked out now, with the hash dvc.lock names, and not in the local cache before).
+    Raises UserError with DVC's own error line when the pull fails."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    wanted = lock_outputs(repo)
+    cached_before = {path for path, md5 in wanted.items() if in_cache(repo, md5)}
+    errors = _Errors()
+    logger = logging.getLogger("dvc")
+    logger.addHandler(errors)
+    try:
+        with Repo(str(repo)) as dvc_repo:
+            result = dvc_repo.pull(allow_missing=True)
+    except DvcException as error:
+        reason = "; ".join(dict.fromkeys([*errors.lines, str(error)]))
+        raise UserError(f"{remote.describe()}: dvc pull failed: {reason}") from None
+    finally:
+        logger.removeHandler(errors)
+    # Paths of what checkout wrote, relative to the current folder (folders end with "/").
+    touched = [
+        Path(os.path.relpath(Path(p).resolve(), repo)).as_posix()
+        for key in ("added", "modified")
+        for p in result.get(key, [])
+    ]
+    return {
+        path: md5
+        for path, md5 in wanted.items()
+        if path not in cached_before
+        and in_cache(repo, md5)
+        and any(t == path or t.startswith(path + "/") for t in touched)
     }
-    pulled = {path: md5 for path, md5 in lock_outputs(repo).items() if path not in missing}
-    lock_digest = hashlib.md5((repo / "dvc.lock").read_bytes()).hexdigest()
-    write_json(
-        repo / PULL_RECORD, {"remote": remote.name, "dvc_lock_md5": lock_digest, "outs": pulled}
-    )
-    return pulled
-
-
-def read_pull_record(repo: Path) -> dict[str, str]:
-    """Outputs the last `pull` brought, by path and md5 ({} if none was recorded)."""
-    record = repo / PULL_RECORD
-    if not record.is_file():
-        return {}
-    return json.loads(record.read_text(encoding="utf-8")).get("outs", {})
 
 
 def main(argv: list[str]) -> None:
@@ -194,25 +310,38 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     remote = default_remote(repo)
+    pulling = args.action == "pull"
     if remote is None:
         note = "no DVC remote configured (docs/environment.md: the shared remote)"
-        if args.or_compute or args.action == "check":
-            print(f"remote: {note}; computing everything here", file=sys.stderr)
-            return
-        raise UserError(f"{note}; `dvc remote add -d <name> s3://<bucket>/<path>`")
+        if pulling and not args.or_compute:
+            raise UserError(f"{note}; `dvc remote add -d <name> s3://<bucket>/<path>`")
+        if pulling:
+            start_reproduction(repo, PullRecord())
+        print(f"remote: {note}; computing everything here", file=sys.stderr)
+        return
     reason = problem(remote)
-    if reason is not None:
-        if args.or_compute:
-            print(f"remote: {reason}; computing everything here", file=sys.stderr)
-            return
-        raise UserError(reason)
-    if args.action == "check":
+    if reason is None and not pulling:
         print(f"remote: {remote.describe()} can be read", file=sys.stderr)
         return
-    pulled = pull(repo, remote)
+    if reason is None:
+        try:
+            pulled = pull(repo, remote)
+        except UserError as error:
+            if not args.or_compute:
+                raise
+            reason = str(error)
+    if reason is not None:
+        if not args.or_compute:
+            raise UserError(reason)
+        if pulling:
+            start_reproduction(repo, PullRecord(remote.describe(), reason))
+        print(f"remote: {reason}; computing everything here", file=sys.stderr)
+        return
+    start_reproduction(repo, PullRecord(remote.describe(), None, pulled))
     total = len(lock_outputs(repo))
     print(
-        f"remote: pulled {len(pulled)} of {total} outputs of dvc.lock from {remote.describe()}",
+        f"remote: pulled {len(pulled)} of {total} outputs of dvc.lock from {remote.describe()} "
+        "(the rest: in git, in DVC's cache, or computed next)",
         file=sys.stderr,
     )
 

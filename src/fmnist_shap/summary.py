@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from fmnist_shap.errors import UserError
-from fmnist_shap.significance import RESAMPLES, SEED, mean_interval
+from fmnist_shap.review.significance import RESAMPLES, SEED, mean_interval
 from fmnist_shap.variants import ALL_VARIANTS, MASKERS, ExplainParams, Variant, selected_variants
 
 METRICS = (

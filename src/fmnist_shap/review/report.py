@@ -1,4 +1,4 @@
-"""`python -m fmnist_shap.report --base main`: a pull-request report of what a change did.
+"""`python -m fmnist_shap.review.report --base main`: a pull-request report of what a change did.
 
 Writes `reports/pr-report.md`, read top-down: a verdict (accuracy and macro F1 with paired
 bootstrap intervals and McNemar's test, the images the change broke and fixed, per-class recall
@@ -21,15 +21,16 @@ from sklearn.metrics import confusion_matrix
 
 from fmnist_shap.artifacts import write_bytes, write_text
 from fmnist_shap.errors import UserError, run_cli
-from fmnist_shap.review import (
+from fmnist_shap.remote import DVC, PullRecord
+from fmnist_shap.review.changes import (
     Drift,
     Side,
     drift,
     faithfulness_change,
     predictions_change,
 )
-from fmnist_shap.significance import Change, Comparison, Predictions
-from fmnist_shap.verify import provenance
+from fmnist_shap.review.provenance import provenance
+from fmnist_shap.review.significance import Change, Comparison, Predictions
 
 CURVES = ("train_loss", "val_loss", "val_accuracy")
 CURVE_DIR = "reports/train/plots/metrics"
@@ -42,7 +43,8 @@ MAX_FLIPS_SHOWN = 8
 def _run(cmd: list[str], repo: Path) -> str:
     done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise UserError(f"`{' '.join(cmd)}` failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"`{' '.join(cmd[1:])}` failed: {last}")
     return done.stdout
 
 
@@ -193,14 +195,13 @@ def verdict(
     faithfulness: dict[str, Change | None],
     drifts: dict[str, Drift | None],
     params_changed: list[str],
-    untouched: str | None = None,
+    provenance_lines: list[str] | None = None,
 ) -> list[str]:
-    """At most ~15 lines: what changed, and whether it is beyond noise; `untouched` says how the
-    stages the change did not touch got their outputs (`verify.provenance`)."""
+    """At most ~15 lines: what changed, and whether it is beyond noise; `provenance_lines` say
+    how each stage got its outputs (`provenance.provenance`) and what the remote gave."""
     lines = ["## Verdict", ""]
     lines.append(f"- **Params changed**: {', '.join(params_changed) or 'none'}")
-    if untouched:
-        lines.append(untouched)
+    lines += provenance_lines or []
     if comparison is None:
         lines.append(
             "- **Predictions**: not compared — one side has no per-image test predictions "
@@ -337,9 +338,9 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     """Write the report (and its images beside it); return the markdown."""
     check_revision(repo, base_rev)
     base, head = Side(repo, base_rev), Side(repo, None)
-    params = _run(["dvc", "params", "diff", base_rev, "--md"], repo).strip()
-    metrics = _run(["dvc", "metrics", "diff", base_rev, "--md", "--precision", "4"], repo).strip()
-    changed = json.loads(_run(["dvc", "params", "diff", base_rev, "--json"], repo) or "{}")
+    params = _run([*DVC, "params", "diff", base_rev, "--md"], repo).strip()
+    metrics = _run([*DVC, "metrics", "diff", base_rev, "--md", "--precision", "4"], repo).strip()
+    changed = json.loads(_run([*DVC, "params", "diff", base_rev, "--json"], repo) or "{}")
     params_changed = [
         param_change(key, v["old"], v["new"])
         for file in changed.values()
@@ -353,7 +354,8 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     plots = sorted(p.stem for p in (repo / SHAP_PLOTS).glob("*.png"))
 
     lines = [f"# Pipeline report: workspace vs `{base_rev}`", ""]
-    lines += verdict(comparison, faithfulness, drifts, params_changed, provenance(repo, base_rev))
+    untouched = [provenance(repo, base_rev), f"- **Remote**: {PullRecord.read(repo).text()}."]
+    lines += verdict(comparison, faithfulness, drifts, params_changed, untouched)
     lines += ["## Review set: the same images, base and head", ""]
     review = [p for p in plots if p.endswith("-review")]
     lines += _plots_rows(base, head, review, images, report_dir) if review else ["(none)"]

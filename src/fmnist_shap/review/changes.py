@@ -1,5 +1,5 @@
 """What a change did, read from two revisions' committed outputs: predictions, faithfulness
-scores and the review set's attributions. The PR report (`fmnist_shap.report`) renders it.
+scores and the review set's attributions. The PR report (`review.report`) renders it.
 
 A side is a revision (`git show`) or the workspace. Whatever a side lacks (an older revision
 written before a file existed) comes back as None, and the report says so instead of comparing
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fmnist_shap.faithfulness import rank_correlation
-from fmnist_shap.significance import (
+from fmnist_shap.review.significance import (
     RESAMPLES,
     SEED,
     Change,

@@ -18,7 +18,8 @@ import yaml
 from fmnist_shap.artifacts import write_json
 from fmnist_shap.errors import UserError, run_cli
 from fmnist_shap.remote import DVC
-from fmnist_shap.verify import CALIBRATION, VARYING
+from fmnist_shap.review.provenance import VARYING
+from fmnist_shap.review.verify import CALIBRATION
 
 EXPERIMENT = "seed-calibration"
 
