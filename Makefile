@@ -7,8 +7,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MIRROR ?= /usr/share/datasets/fashion-mnist
 export PATH := $(abspath $(BIN)):$(PATH)
+# Every command imports this checkout's library, whichever checkout the venv was installed from
+# (a VENV shared between clones, as the workflow tests do).
+export PYTHONPATH := $(abspath src)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: repro pull verify calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
+.PHONY: repro pull remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
@@ -20,10 +23,21 @@ repro: setup data
 pull: setup
 	$(BIN)/python -m fmnist_shap.remote pull
 
+# This clone's shared remote (.dvc/config.local, not committed) from $DVC_REMOTE_URL, e.g.
+# s3://team-bucket/fmnist-shap, and $DVC_REMOTE_ENDPOINT for an S3-compatible store (the workflows).
+remote-local: setup
+	@test -n "$$DVC_REMOTE_URL" || { echo "error: DVC_REMOTE_URL is empty; export it, e.g. s3://team-bucket/fmnist-shap" >&2; exit 2; }
+	dvc remote add --local --force -d team "$$DVC_REMOTE_URL"
+	@if [ -n "$$DVC_REMOTE_ENDPOINT" ]; then dvc remote modify --local team endpointurl "$$DVC_REMOTE_ENDPOINT"; fi
+
 # After `dvc repro`: which outputs are bit-identical to the committed dvc.lock, which differ and
 # by how much, and this machine's environment against the one that made dvc.lock.
 verify: setup
 	$(BIN)/python -m fmnist_shap.review.verify
+
+# publish.yml's guard: exit 1 with one line when outputs differ that no change explains.
+verify-check: setup
+	$(BIN)/python -m fmnist_shap.review.verify --check
 
 # reports/calibration.json: how far retraining with train.seed + 1 moves every metric (the whole
 # pipeline once more, as a temporary experiment); `make verify` shows it beside each difference.
@@ -38,15 +52,12 @@ test: setup data
 test-fast: setup data
 	$(BIN)/python -m pytest -m "not slow"
 
-setup: system $(VENV)/.installed
+setup: system
+	@./scripts/setup-venv.sh $(VENV)
 
 # System packages, only when missing: git, venv support, and Debian's copy of the data set.
 system:
 	@./scripts/system-deps.sh "$(MIRROR)"
-
-# Exact versions and SHA-256 hashes from requirements.lock (scripts/setup-venv.sh).
-$(VENV)/.installed: pyproject.toml requirements.lock
-	@./scripts/setup-venv.sh $(VENV)
 
 # Refresh requirements.lock from pyproject.toml: the newest releases that resolve for Python
 # 3.12 and 3.13 on every platform, with hashes. Commit it with the `dvc repro` it leads to.
@@ -96,6 +107,7 @@ report: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/actionlint
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Create (or repair) the project's virtual environment from requirements.lock: exact versions,
 # every file checked against its SHA-256, nothing resolved at install time. A venv on another
-# Python than 3.12 / 3.13 (an older clone's) is replaced.
+# Python than 3.12 / 3.13 (an older clone's) is replaced. Nothing to do when the venv was last
+# installed from the same requirements.lock and pyproject.toml (their SHA-256 in .installed),
+# whatever the files' times: a fresh clone with an existing VENV does not reinstall.
 set -euo pipefail
 venv="${1:-.venv}"
 cd "$(dirname "$0")/.."
+stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
+  exit 0
+fi
 
 python=$(./scripts/find-python.sh)
 if [ -x "$venv/bin/python" ] && ! PYTHON="$venv/bin/python" ./scripts/find-python.sh >/dev/null 2>&1; then
@@ -20,4 +26,4 @@ pip=("$venv/bin/python" -m pip --quiet --disable-pip-version-check)
 # The project itself, editable, with the locked setuptools (no build-time download).
 "${pip[@]}" install --no-deps --no-build-isolation -e .
 "${pip[@]}" check
-touch "$venv/.installed"
+echo "$stamp" > "$venv/.installed"

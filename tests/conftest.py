@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,6 +87,56 @@ def trained_model(small_train: Split, small_val: Split):
         ),
     )
     return model
+
+
+SMALL_PARAMS = {
+    "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
+    "train": {"epochs": 1, "batch_size": 100},
+    # Four of the ten variants keep the test short; the default builds all of them.
+    "explain": {
+        "explainers": ["partition", "permutation"],
+        "maskers": ["telea"],
+        "gradient_explainers": ["integrated_gradients"],
+        "keras_explainers": ["deep"],
+        "keras_background": 20,
+        "samples_per_set": 1,
+        "review_per_class": 1,
+        "top_k": 3,
+        "budget": {
+            "partition": 100,
+            "permutation": 1569,
+            "integrated_gradients": 32,
+            "expected_gradients": 32,
+            "gradient": 32,
+        },
+        "faithfulness_steps": 16,
+    },
+    # Class-level maps of one image a class, on the stage's own LocalCluster.
+    "global": {"variants": ["integrated_gradients"], "per_class": 1, "chunk_size": 4, "workers": 2},
+}
+VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients", "deep")
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def copy_repository(dest: Path, raw_dir: Path) -> None:
+    """The repository's tracked and unignored files as they are now, plus the raw data."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    shutil.copytree(raw_dir, dest / "data" / "raw")
 
 
 def subprocess_env(library: Path) -> dict[str, str]:

@@ -14,59 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fmnist_shap.review.verify import provenance
-from tests.conftest import REPO, S3Server, subprocess_env
+from fmnist_shap.review.provenance import provenance
+from tests.conftest import (
+    SMALL_PARAMS,
+    VARIANTS,
+    S3Server,
+    copy_repository,
+    run,
+    subprocess_env,
+)
 
 pytestmark = pytest.mark.slow
-
-SMALL_PARAMS = {
-    "prepare": {"val_size": 500, "train_subset": 2000, "test_subset": 1000},
-    "train": {"epochs": 1, "batch_size": 100},
-    # Four of the ten variants keep the test short; the default builds all of them.
-    "explain": {
-        "explainers": ["partition", "permutation"],
-        "maskers": ["telea"],
-        "gradient_explainers": ["integrated_gradients"],
-        "keras_explainers": ["deep"],
-        "keras_background": 20,
-        "samples_per_set": 1,
-        "review_per_class": 1,
-        "top_k": 3,
-        "budget": {
-            "partition": 100,
-            "permutation": 1569,
-            "integrated_gradients": 32,
-            "expected_gradients": 32,
-            "gradient": 32,
-        },
-        "faithfulness_steps": 16,
-    },
-    # Class-level maps of one image a class, on the stage's own LocalCluster.
-    "global": {"variants": ["integrated_gradients"], "per_class": 1, "chunk_size": 4, "workers": 2},
-}
-VARIANTS = ("partition-telea", "permutation-telea", "integrated_gradients", "deep")
-
-
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def copy_repository(dest: Path, raw_dir: Path) -> None:
-    """The repository's tracked and unignored files as they are now, plus the raw data."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    shutil.copytree(raw_dir, dest / "data" / "raw")
 
 
 def lock_hashes(repo: Path) -> dict[str, str]:
@@ -218,14 +176,13 @@ def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
 
 def test_verify_says_what_reproduced(project: Project) -> None:
     """`make verify` against the commit it reproduced, then against a base made "elsewhere":
-    another CPU recorded, another model hash, an accuracy 0.001 higher."""
+    other XLA flags recorded, another model hash, an accuracy 0.001 higher."""
     here = project.run("python", "-m", "fmnist_shap.review.verify")
     for stage in ("prepare", "train", "evaluate", "explain", "export", "global", "summarize"):
-        assert re.search(rf"\| {stage} +\| bit-identical \(reproduced\)", here), here
+        assert re.search(rf"\| {stage} +\| rerun here: bit-identical +\| ran here \(", here), here
     assert "Metrics that differ\n\nnone" in here
     assert (
-        "same as the committed one" in here
-        and "Environment as each stage recorded it vs here: the same." in here
+        "same as the committed one" in here and "what decides the bits) vs here: the same." in here
     )
 
     root = project.path
@@ -238,10 +195,10 @@ def test_verify_says_what_reproduced(project: Project) -> None:
         if p in ("models/model.npz", "reports/eval/metrics.json")
     }
     elsewhere = json.loads((root / "reports/train/environment.json").read_text()) | {
-        "cpu": "Intel Xeon (elsewhere)"
+        "xla_flags": ""
     }
     project.run("git", "checkout", "-q", "-b", "elsewhere")
-    for path, md5 in old_md5.items():  # another (well-formed) hash, as another CPU would give
+    for path, md5 in old_md5.items():  # another (well-formed) hash, as other settings would give
         lock = lock.replace(md5, hashlib.md5(path.encode()).hexdigest())
     (root / "dvc.lock").write_text(lock)
     metrics_file.write_text(json.dumps(metrics | {"accuracy": metrics["accuracy"] + 0.001}))
@@ -258,20 +215,31 @@ def test_verify_says_what_reproduced(project: Project) -> None:
     project.back_to_head()
 
     there = project.run("python", "-m", "fmnist_shap.review.verify", "--base", "elsewhere")
-    assert re.search(r"\| train +\| 1 of \d differ", there) and re.search(
-        r"\| evaluate +\| 1 of \d differ", there
-    )
-    assert re.search(r"\| explain +\| bit-identical", there)
+    assert re.search(r"\| train +\| rerun here: other bits +\| .*1 of \d outputs differ", there)
+    assert re.search(r"\| evaluate +\| rerun here: other bits", there)
+    assert re.search(r"\| explain +\| rerun here: bit-identical", there)
     assert "`reports/eval/metrics.json` differs: reports/eval/metrics.json" in there
     assert re.search(
         r"reports/eval/metrics.json:accuracy +\| +[\d.]+ +\| +[\d.]+ +\| +-0.001 +\| +0.0042", there
     ), there
-    assert re.search(r"\| train +\| cpu +\| Intel Xeon \(elsewhere\)", there), there
+    assert re.search(r"\| train +\| xla_flags +\| +\| --xla_cpu", there), there
     line = provenance(root, "elsewhere")
+    assert "rerun here to other bits than elsewhere without a change of code" in line
+    assert "train (models/model.npz; " in line and "evaluate (reports/eval/metrics.json; " in line
     assert (
-        "train, evaluate recomputed to other bits" in line and "Intel Xeon (elsewhere) → " in line
+        "rerun here, bit-identical to elsewhere: prepare, explain, export, global, summarize"
+        in line
     )
-    assert "prepare, summarize, explain, export, global reproduced bit-identically" in line
+    # The guard publish.yml runs: one line naming what differs, exit 1.
+    guard = subprocess.run(
+        [sys.executable, "-m", "fmnist_shap.review.verify", "--base", "elsewhere", "--check"],
+        cwd=root,
+        env=project.env,
+        capture_output=True,
+        text=True,
+    )
+    assert guard.returncode == 1 and guard.stderr.count("\n") == 1
+    assert "train: models/model.npz; evaluate: reports/eval/metrics.json" in guard.stderr
     project.run("git", "branch", "-q", "-D", "elsewhere")
 
 
