@@ -11,13 +11,17 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # (a VENV shared between clones, as the workflow tests do).
 export PYTHONPATH := $(abspath src)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: repro pull remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
+.PHONY: repro pull push remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
 repro: setup data
 	$(BIN)/python -m fmnist_shap.remote pull --or-compute
 	dvc repro
+
+# Upload what dvc.lock names to the shared remote (write keys; publish.yml does it for main).
+push: setup
+	dvc push
 
 # Outputs from the shared DVC remote; stops with one line when it cannot be read.
 pull: setup
