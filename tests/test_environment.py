@@ -3,11 +3,13 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
@@ -110,3 +112,30 @@ def test_environment_record_is_byte_stable(tmp_path: Path) -> None:
     assert recorded["training_fingerprint"] == "f00" and recorded["platform"].startswith(
         sys.platform
     )
+
+
+def other_interpreters() -> list[str]:
+    """Interpreters on this machine that cannot run the project: too old, or without its
+    packages (a Python 3.12 outside the venv)."""
+    found = [p for p in ("/usr/bin/python3", shutil.which("python3.11") or "") if p]
+    base = Path(sys.base_prefix) / "bin" / "python3"  # the venv's own base: no jax there
+    return [p for p in dict.fromkeys([*found, str(base)]) if Path(p).is_file()]
+
+
+@pytest.mark.parametrize("interpreter", other_interpreters())
+def test_a_stage_under_another_interpreter_stops_with_one_line(interpreter: str) -> None:
+    """What `dvc repro` does when PATH's `python` is not the venv's: the stage stops before
+    any import fails (no SyntaxError, no ModuleNotFoundError), naming the interpreter and the fix."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = "src"
+    done = subprocess.run(
+        [interpreter, "stages/explain.py", "a", "b", "c", "d", "e"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert re.match(r"error: /\S+ \(Python 3\.\d+\.\d+\) cannot run this project", lines[0])
+    assert ". .venv/bin/activate" in lines[0] and "make repro" in lines[0]

@@ -4,6 +4,7 @@ anything is downloaded, and the workspace is left as it was. (Pushing, pulling a
 experiments between clones: tests/test_end_to_end.py.)"""
 
 import hashlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fmnist_shap.environment import RUNS
+from fmnist_shap.remote import PULL_RECORD, PullRecord
 from tests.conftest import REPO, S3Server, subprocess_env
 
 NO_AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
@@ -157,3 +160,98 @@ def test_server_enforces_the_policies(s3_server: S3Server, user: str) -> None:
     else:
         with pytest.raises(ClientError, match="AccessDenied"):
             s3.put_object(Bucket=s3_server.bucket, Key="probe-reader", Body=b"x")
+
+
+def test_a_failing_pull_shows_dvcs_error_and_make_repro_computes(tmp_path: Path) -> None:
+    """The check passes (the folder is there), then `dvc pull` itself fails: its own error is
+    the line, `--or-compute` goes on, and the pull record says why nothing was pulled."""
+    env = env_with(tmp_path, {})
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    repo = make_repo(tmp_path / "repo", str(remote), None, env)
+    subprocess.run(["dvc", "push", "-q"], cwd=repo, env=env, check=True)
+    (obj,) = [p for p in remote.rglob("*") if p.is_file()]
+    obj.unlink()
+    obj.mkdir()  # an object DVC cannot read
+    shutil.rmtree(repo / ".dvc" / "cache")
+    done = remote_cli(repo, env, "pull")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "dvc pull failed: IsADirectoryError: [Errno 21] Is a directory" in lines[0]
+    note = remote_cli(repo, env, "pull", "--or-compute")
+    assert note.returncode == 0 and note.stderr.strip().endswith("computing everything here")
+    record = PullRecord.read(repo)
+    assert record.outs == {} and "IsADirectoryError" in (record.problem or "")
+    assert "could not be read" in record.text()
+
+
+def test_the_pull_record_counts_only_what_came_from_the_remote(tmp_path: Path) -> None:
+    env = env_with(tmp_path, {})
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    repo = make_repo(tmp_path / "repo", str(remote), None, env)
+    stage = ["dvc", "stage", "add", "-q", "-n", "make", "-o", "out.txt", "echo made > out.txt"]
+    for cmd in (stage, ["dvc", "repro", "-q"], ["dvc", "push", "-q"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True)
+    shutil.rmtree(repo / ".dvc" / "cache")
+    (repo / "out.txt").unlink()
+    (repo / RUNS).mkdir(parents=True)
+    (repo / RUNS / "train.json").write_text("{}")  # a run of an earlier reproduction
+    first = remote_cli(repo, env, "pull", "--or-compute")
+    assert first.returncode == 0 and "pulled 1 of 1 outputs" in first.stderr, first.stderr
+    assert set(PullRecord.read(repo).outs) == {"out.txt"}  # dvc.lock's; data.txt is no stage's
+    assert not (repo / RUNS).exists()  # a new reproduction: no stage has run here yet
+    # Already in the workspace and the cache: nothing comes from the remote this time.
+    remote_cli(repo, env, "pull", "--or-compute")
+    assert PullRecord.read(repo).outs == {}
+    # A run that uses no remote leaves no record behind.
+    subprocess.run(["dvc", "remote", "remove", "team"], cwd=repo, env=env, check=True)
+    remote_cli(repo, env, "pull", "--or-compute")
+    assert not (repo / PULL_RECORD).exists()
+
+
+def test_an_option_the_check_cannot_apply_is_named(tmp_path: Path, s3_server: S3Server) -> None:
+    env = env_with(tmp_path, s3_server.reader)
+    repo = make_repo(tmp_path / "repo", f"s3://{s3_server.bucket}/x", s3_server.endpoint, env)
+    cmd = ["dvc", "remote", "modify", "--local", "team", "credentialpath", str(tmp_path / "c")]
+    subprocess.run(cmd, cwd=repo, env=env, check=True)
+    done = remote_cli(repo, env, "check")
+    assert "the check does not apply credentialpath; leaving it to dvc pull" in done.stderr
+
+
+def test_the_remotes_profile_is_honoured(tmp_path: Path, s3_server: S3Server) -> None:
+    env = env_with(tmp_path, {})
+    repo = make_repo(tmp_path / "repo", f"s3://{s3_server.bucket}/x", s3_server.endpoint, env)
+    cmd = ["dvc", "remote", "modify", "--local", "team", "profile", "team-reader"]
+    subprocess.run(cmd, cwd=repo, env=env, check=True)
+    line = refused(repo, env)
+    assert "team-reader" in line and "profile" in line
+    keys = s3_server.reader
+    (tmp_path / "no-aws-files").write_text(
+        "[profile team-reader]\n"
+        f"aws_access_key_id = {keys['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {keys['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    done = remote_cli(repo, env, "check")
+    assert done.returncode == 0 and "can be read" in done.stderr, done.stderr
+
+
+def test_the_check_lists_the_folder_with_the_session_token(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """The remote's own keys and session token are the ones sent (moto refuses a session token
+    it did not issue, as S3 does)."""
+    env = env_with(tmp_path, {})
+    repo = make_repo(tmp_path / "repo", f"s3://{s3_server.bucket}/x", s3_server.endpoint, env)
+    keys = s3_server.reader
+    for option, value in (
+        ("access_key_id", keys["AWS_ACCESS_KEY_ID"]),
+        ("secret_access_key", keys["AWS_SECRET_ACCESS_KEY"]),
+    ):
+        cmd = ["dvc", "remote", "modify", "--local", "team", option, value]
+        subprocess.run(cmd, cwd=repo, env=env, check=True)
+    assert remote_cli(repo, env, "check").returncode == 0
+    cmd = ["dvc", "remote", "modify", "--local", "team", "session_token", "not-a-token"]
+    subprocess.run(cmd, cwd=repo, env=env, check=True)
+    done = remote_cli(repo, env, "check")
+    assert "credentials refused" in done.stderr, done.stderr

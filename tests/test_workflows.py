@@ -45,7 +45,7 @@ def pinned_actions() -> dict[str, str]:
 
 
 STANDINS = {
-    "actions/setup-python": """name: setup-python (stand-in: this machine's Python 3.12)
+    "actions/setup-python": """name: "setup-python stand-in, this machine's Python 3.12"
 inputs:
   python-version:
     required: false
@@ -55,14 +55,14 @@ runs:
     - shell: bash
       run: echo "{python_dir}" >> "$GITHUB_PATH"
 """,
-    "iterative/setup-cml": """name: setup-cml (stand-in: a cml that records what it is asked)
+    "iterative/setup-cml": """name: "setup-cml stand-in, a cml that records what it is asked"
 runs:
   using: composite
   steps:
     - shell: bash
       run: echo "${{{{ github.action_path }}}}/bin" >> "$GITHUB_PATH"
 """,
-    "actions/upload-artifact": """name: upload-artifact (stand-in: copies the files)
+    "actions/upload-artifact": """name: "upload-artifact stand-in, copies the files"
 inputs:
   name:
     required: true
@@ -123,12 +123,12 @@ class GitHub:
     env: dict[str, str]
 
     def clone(self, name: str) -> Path:
-        """A clone whose origin reads as github.com/team/fmnist-shap (act takes the
-        repository's name from it) and resolves to the bare repository."""
+        """A clone of the bare repository whose origin then reads as github.com/team/fmnist-shap:
+        act takes the repository's name from it, and the job needs no fetch (act copies the
+        clone's .git, origin/main included, as a checkout with fetch-depth 0 has it)."""
         path = self.root / name
-        rewrite = f"url.{self.bare.as_uri()}.insteadOf={GITHUB_URL}"
-        run(["git", "-c", rewrite, "clone", "-q", GITHUB_URL, str(path)], self.root, self.env)
-        run(["git", "config", rewrite.split("=")[0], GITHUB_URL], path, self.env)
+        run(["git", "clone", "-q", str(self.bare), str(path)], self.root, self.env)
+        run(["git", "remote", "set-url", "origin", GITHUB_URL], path, self.env)
         return path
 
     def objects(self, folder: str) -> set[str]:
@@ -170,6 +170,8 @@ class GitHub:
         python_dir = (Path(sys.base_prefix) / "bin").as_posix()
         args = []
         for action, sha in pinned_actions().items():
+            if action == "actions/checkout":
+                continue  # act copies the local repository itself
             folder = standins / action.replace("/", "-")
             folder.mkdir(parents=True)
             text = STANDINS[action].format(python_dir=python_dir, records=records)

@@ -101,12 +101,14 @@ def _s3_client(remote: Remote):
     from botocore.config import Config
 
     options = remote.options
-    session = boto3.session.Session(
-        profile_name=options.get("profile"),
-        aws_access_key_id=options.get("access_key_id"),
-        aws_secret_access_key=options.get("secret_access_key"),
-        aws_session_token=options.get("session_token"),
-    )
+    keys = {}
+    if options.get("access_key_id"):  # the remote's own keys; else the environment's or profile's
+        keys = {
+            "aws_access_key_id": options["access_key_id"],
+            "aws_secret_access_key": options.get("secret_access_key"),
+            "aws_session_token": options.get("session_token"),
+        }
+    session = boto3.session.Session(profile_name=options.get("profile"), **keys)
     return session.client(
         "s3",
         endpoint_url=options.get("endpointurl"),
@@ -172,6 +174,8 @@ def problem(remote: Remote) -> str | None:
     option the check does not apply, which is named on stderr)."""
     if remote.url.startswith("s3://"):
         unchecked = sorted(set(remote.options) & UNCHECKED_OPTIONS)
+        if "session_token" in remote.options and "access_key_id" not in remote.options:
+            unchecked.append("session_token without access_key_id")
         if unchecked:
             print(
                 f"remote: {remote.describe()}: the check does not apply {', '.join(unchecked)}; "
@@ -278,8 +282,9 @@ def pull(repo: Path, remote: Remote) -> dict[str, str]:
     try:
         with Repo(str(repo)) as dvc_repo:
             result = dvc_repo.pull(allow_missing=True)
-    except DvcException as error:
-        reason = "; ".join(dict.fromkeys([*errors.lines, str(error)]))
+    except Exception as error:  # DVC's own errors, and what its storage layer raises (OSError, …)
+        said = str(error) if isinstance(error, DvcException) else f"{type(error).__name__}: {error}"
+        reason = "; ".join(dict.fromkeys([*errors.lines, said]))
         raise UserError(f"{remote.describe()}: dvc pull failed: {reason}") from None
     finally:
         logger.removeHandler(errors)

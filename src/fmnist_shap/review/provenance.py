@@ -173,8 +173,10 @@ def stage_results(repo: Path, base: str) -> list[StageResult]:
     committed, current = stage_outputs(base_lock), stage_outputs(head_lock)
     changed = changed_stages(base_lock, head_lock)
     pulled, runs = PullRecord.read(repo).outs, read_runs(repo)
+    ups = upstream(head_lock)
     results = []
-    for stage, outs in current.items():
+    # Pipeline order: a stage has more stages upstream than any stage it reads from.
+    for stage, outs in sorted(current.items(), key=lambda item: (len(ups[item[0]]), item[0])):
         compared = {p: md5 for p, md5 in outs.items() if not p.endswith(VARYING)}
         before = committed.get(stage, {})
         same = [p for p, md5 in compared.items() if before.get(p) == md5]
