@@ -174,6 +174,17 @@ def test_forced_rerun_gives_identical_hashes(project: Project) -> None:
     project.back_to_head()
 
 
+@pytest.mark.skipif(not shutil.which("taskset"), reason="taskset (util-linux) is not installed")
+def test_a_rerun_on_one_core_leaves_git_status_clean(project: Project) -> None:
+    """Another core count is another machine for the run record, not for dvc.lock."""
+    before = project.run("git", "status", "--porcelain")
+    out = project.run("taskset", "-c", "0", "dvc", "repro", "-f", "-s", "evaluate")
+    assert "Running stage 'evaluate'" in out
+    assert project.run("git", "status", "--porcelain") == before
+    record = json.loads((project.path / ".dvc/tmp/runs/evaluate.json").read_text())
+    assert record["cores"] == 1
+
+
 def test_verify_says_what_reproduced(project: Project) -> None:
     """`make verify` against the commit it reproduced, then against a base made "elsewhere":
     other XLA flags recorded, another model hash, an accuracy 0.001 higher."""

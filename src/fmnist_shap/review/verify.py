@@ -148,12 +148,13 @@ def report(repo: Path, base: str, fingerprint: str) -> str:
         "",
         "## This machine",
         "",
-        f"Training fingerprint here {fingerprint}, {same} the committed one ({reference}, "
-        f"{recorded.get('cpu', 'unknown CPU')}): "
+        "Training fingerprint (md5 of the weights after four training steps on fixed synthetic "
+        f"images) here {fingerprint}, {same} the committed one ({reference}): "
         + (
-            "this machine retrains the committed bits."
+            "this machine computes those steps bit for bit as the committed run did."
             if reference == fingerprint
-            else "this machine trains other bits; pull the outputs from the remote instead."
+            else "this machine computes other bits for them, so retraining here will give "
+            "other weights; pull the outputs from the remote instead."
         ),
         "",
     ]
