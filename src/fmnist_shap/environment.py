@@ -26,8 +26,11 @@ from pathlib import Path
 XLA_SETTINGS = ("--xla_cpu_enable_platform_dependent_math=false",)
 # TensorFlow (the Keras twin's explainers and the export's checks): its oneDNN kernels are
 # chosen by instruction set and round differently ("You may see slightly different numerical
-# results", TensorFlow's own start-up notice); its Eigen kernels are the same on every x86-64.
-ENVIRONMENT_SETTINGS = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+# results", TensorFlow's own start-up notice); its Eigen kernels are the same on every x86-64,
+# but split an op's sums across as many threads as it may use, so the export's SavedModel logits
+# moved in the last bits between 1 and 2 cores (1.05e-05 vs 1.14e-05, measured here under
+# `taskset -c 0`): one thread per op, whatever the machine.
+ENVIRONMENT_SETTINGS = {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTRAOP_THREADS": "1"}
 
 
 def apply_xla_settings(environ: MutableMapping[str, str] = os.environ) -> str:

@@ -32,7 +32,9 @@ def saved_model_logits(path: str | os.PathLike, pixels_NHW: np.ndarray) -> np.nd
 def tflite_logits(path: str | os.PathLike, pixels_NHW: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter = tf.lite.Interpreter(
+        model_path=str(path), num_threads=1
+    )  # same bits on any core count
     (given,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
     interpreter.resize_tensor_input(given["index"], pixels_NHW.shape)
     interpreter.allocate_tensors()
