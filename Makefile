@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # (a VENV shared between clones, as the workflow tests do).
 export PYTHONPATH := $(abspath src)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: repro pull push remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
+.PHONY: docs repro pull push remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
@@ -107,6 +107,10 @@ plots-diff: setup
 BASE ?= main
 report: setup
 	$(BIN)/python -m fmnist_shap.review.report --base $(BASE)
+
+# The figures README.md and docs/ quote from reports/, rendered into their marked blocks.
+docs: setup
+	$(BIN)/python -m fmnist_shap.docs
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,6 +1,7 @@
 """The docs stay true: every `make` target, `python -m` module, params key and relative link that
 README.md and docs/*.md name exists, so a renamed command breaks CI instead of the docs."""
 
+import json
 import re
 import subprocess
 import sys
@@ -75,3 +76,40 @@ def test_every_relative_link_and_image_exists(page: Path) -> None:
         if re.match(r"https?://", target):
             continue
         assert (page.parent / target).exists(), f"{page.name} links to {target}, which is missing"
+
+
+def test_every_rendered_block_matches_the_committed_outputs() -> None:
+    """`make docs` on this checkout would change nothing: no figure lags behind `reports/`."""
+    from fmnist_shap.docs import stale_blocks
+
+    assert stale_blocks(REPO) == [], "run `make docs` and commit what it rewrites"
+
+
+def test_a_moved_number_makes_its_block_stale_and_make_docs_mends_it(tmp_path: Path) -> None:
+    from fmnist_shap.docs import main, stale_blocks
+
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 3\n")
+    metrics = {"accuracy": 0.9, "macro_f1": 0.89}
+    (tmp_path / "reports/eval/metrics.json").write_text(json.dumps(metrics))
+    page = tmp_path / "README.md"
+    page.write_text("Results:\n<!-- rendered: headline -->\nold\n<!-- end rendered -->\nend\n")
+    assert stale_blocks(tmp_path) == ["README.md: headline"]
+    main(["--repo", str(tmp_path)])
+    assert page.read_text() == (
+        "Results:\n<!-- rendered: headline -->\n"
+        "test accuracy **0.9000**, macro F1 0.8900 (3 epochs).\n<!-- end rendered -->\nend\n"
+    )
+    assert stale_blocks(tmp_path) == []
+    (tmp_path / "reports/eval/metrics.json").write_text(json.dumps(metrics | {"accuracy": 0.91}))
+    assert stale_blocks(tmp_path) == ["README.md: headline"]
+    check = subprocess.run(
+        [sys.executable, "-m", "fmnist_shap.docs", "--check", "--repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(REPO / "src"),
+    )
+    assert check.returncode == 1
+    assert check.stderr.strip() == (
+        "docs: out of date with the outputs: README.md: headline; run `make docs`"
+    )
