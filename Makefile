@@ -83,9 +83,10 @@ data: setup
 bench: setup data
 	$(BIN)/python benchmarks/bench.py
 
-# The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min).
+# The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min);
+# ARGS="--skip-tests --rev COMMIT" passes options to benchmarks/loop.py.
 bench-loop: setup data
-	$(BIN)/python benchmarks/loop.py
+	$(BIN)/python benchmarks/loop.py $(ARGS)
 
 # Each explain variant's worker-seconds against its floor: its model evaluations as large batches.
 bench-floors: setup

@@ -197,8 +197,8 @@ def tutorial_images_per_s(
 def shap_child(style: str, explainer: str, n: int, model_path: str, raw_dir: str) -> None:
     """One SHAP measurement, run in a fresh process by `shap_seconds` (`--shap-child`): prints
     the cold first image's seconds, the steady seconds per image and the first values as JSON."""
+    from fmnist_shap.explain.methods.shap_image import explain_with_shap
     from fmnist_shap.explain.selection import top_classes
-    from fmnist_shap.explain.shap_image import explain_with_shap
     from fmnist_shap.model import load_model, make_predict_fn
 
     model = load_model(model_path) if model_path != "-" else init_model(0, NUM_CLASSES, IMAGE_HW)

@@ -13,7 +13,7 @@ from fmnist_shap.variants import ExplainParams
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("explain_dir", help="reports/explain: metrics.json, variants/")
-    parser.add_argument("out_dir", help="summary.md, bars.csv, deletion.csv, insertion.csv")
+    parser.add_argument("out_dir", help="summary.md, bars.csv, curves.csv")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
 
@@ -23,8 +23,7 @@ def main(argv: list[str]) -> None:
     out = Path(args.out_dir)
     write_text(out / "summary.md", summary_markdown(results, params))
     write_bytes(out / "bars.csv", csv_bytes(bars_table(results), "%.4f"))
-    for curve in ("deletion", "insertion"):
-        write_bytes(out / f"{curve}.csv", csv_bytes(curves_table(results, curve), "%.6f"))
+    write_bytes(out / "curves.csv", csv_bytes(curves_table(results), "%.6f"))
     best = ranked(results)[0]
     print(f"summarize: {len(results)} variants; most faithful {best.name} ({best.score:.3f})")
 

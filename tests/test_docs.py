@@ -113,3 +113,62 @@ def test_a_moved_number_makes_its_block_stale_and_make_docs_mends_it(tmp_path: P
     assert check.stderr.strip() == (
         "docs: out of date with the outputs: README.md: headline; run `make docs`"
     )
+
+
+def leaf_keys(section: dict, prefix: str) -> list[str]:
+    keys = []
+    for key, value in section.items():
+        name = f"{prefix}.{key}"
+        keys += leaf_keys(value, name) if isinstance(value, dict) else [name]
+    return keys
+
+
+def test_configuration_page_covers_every_params_key() -> None:
+    page = TEXT[REPO / "docs" / "configuration.md"]
+    keys = [k for section in SECTIONS for k in leaf_keys(PARAMS[section], section)]
+    missing = [key for key in keys if f"`{key}`" not in page]
+    assert not missing, f"docs/configuration.md does not describe {missing}"
+
+
+def test_params_dataclasses_hold_no_defaults() -> None:
+    """A default lives in params.yaml only (docs/configuration.md says so)."""
+    import dataclasses
+
+    from fmnist_shap.global_explain import GlobalParams
+    from fmnist_shap.raw import PrepareParams
+    from fmnist_shap.train import TrainParams
+    from fmnist_shap.variants import ExplainParams
+
+    for cls in (PrepareParams, TrainParams, ExplainParams, GlobalParams):
+        defaults = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        ]
+        assert not defaults, f"{cls.__name__} has defaults for {defaults}"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", page.read_text(encoding="utf-8"), re.M)}
+
+
+def test_every_section_link_names_a_heading_that_exists() -> None:
+    """A link to `page.md#section` (or `#section` on the same page) lands on a heading."""
+    for page, text in TEXT.items():
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)#([\w-]+)\)", text):
+            linked = (page.parent / target).resolve() if target else page
+            assert anchor in anchors(linked), f"{page.name}: no section #{anchor} in {linked.name}"
+
+
+def test_sections_are_linked_not_quoted() -> None:
+    """Cross-page references are links, not a heading's name in quotes that a reader must find."""
+    headings = {h for page in PAGES for h in re.findall(r"^#+ (.+)$", TEXT[page], re.M)}
+    for page, text in TEXT.items():
+        quoted = [h for h in headings if len(h) > 6 and f'see "{h}"' in text]
+        assert not quoted, f"{page.name} refers to {quoted} without a link"

@@ -94,7 +94,7 @@ def test_repro_builds_every_output(project: Project) -> None:
         "reports/explain/variants/permutation-telea/samples.csv",
         "reports/explain/variants/integrated_gradients/curves.csv",
         "reports/faithfulness/summary.md",
-        "reports/faithfulness/deletion.csv",
+        "reports/faithfulness/curves.csv",
         "reports/explain/plots/deep-review.png",
         "models/export/saved_model/saved_model.pb",
         "models/export/model.tflite",
@@ -260,7 +260,7 @@ def _stale_stages(project: Project) -> set[str]:
 
 
 def test_explain_code_and_params_rerun_only_what_reads_them(project: Project) -> None:
-    with (project.path / "src/fmnist_shap/explain/shap_image.py").open("a") as code:
+    with (project.path / "src/fmnist_shap/explain/methods/shap_image.py").open("a") as code:
         code.write("# an edit\n")
     assert _stale_stages(project) == {"explain", "global"}  # both explain with shap
     project.back_to_head()

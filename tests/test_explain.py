@@ -11,6 +11,7 @@ from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain.base import Attributions, Context
 from fmnist_shap.explain.maskers import BlendingBlurMasker, RememberingImageMasker, forget_image
+from fmnist_shap.explain.methods.shap_image import Partition, Permutation, explain_with_shap
 from fmnist_shap.explain.metrics import additivity_error
 from fmnist_shap.explain.plots import image_plot_png
 from fmnist_shap.explain.registry import METHODS, build
@@ -21,7 +22,6 @@ from fmnist_shap.explain.selection import (
     top_classes,
     with_review_set,
 )
-from fmnist_shap.explain.shap_image import Partition, Permutation, explain_with_shap
 from fmnist_shap.model import init_model, make_predict_fn
 from fmnist_shap.variants import MASKERS, ExplainParams
 from tests.conftest import IMAGE_HW, NUM_CLASSES, repo_params

@@ -9,7 +9,7 @@ import pytest
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain.base import Context
-from fmnist_shap.explain.gradients import (
+from fmnist_shap.explain.methods.gradients import (
     ACCELERATOR_IMAGES_PER_CALL,
     expected_gradients,
     images_per_call,

@@ -10,8 +10,13 @@ from scipy.stats import spearmanr
 from fmnist_shap.artifacts import load_npz, save_npz
 from fmnist_shap.data import Split
 from fmnist_shap.errors import UserError
-from fmnist_shap.explain.gradients import expected_gradients, integrated_gradients
-from fmnist_shap.explain.keras import background_images, class_head, deep_shap, gradient_shap
+from fmnist_shap.explain.methods.gradients import expected_gradients, integrated_gradients
+from fmnist_shap.explain.methods.keras import (
+    background_images,
+    class_head,
+    deep_shap,
+    gradient_shap,
+)
 from fmnist_shap.keras_twin import PARITY_TOLERANCE, build_twin, check_parity, twin_logits
 from fmnist_shap.model import init_model, load_model, save_model
 from tests.conftest import IMAGE_HW, NUM_CLASSES, subprocess_env

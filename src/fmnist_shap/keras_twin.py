@@ -1,4 +1,4 @@
-"""The CNN's Keras 3 twin: shap's DeepExplainer and GradientExplainer (`explain/keras.py`) and
+"""The CNN's Keras 3 twin: shap's DeepExplainer and GradientExplainer (`explain/methods/keras.py`) and
 the SavedModel/TFLite export (`export.py`) run on it.
 
 shap's two deep-learning explainers take only TensorFlow and PyTorch models. The twin is the

@@ -35,12 +35,13 @@ OFFICIAL_URLS = (
 
 @dataclasses.dataclass(frozen=True)
 class PrepareParams:
-    """How the 60k training images are split; optional subsets for quick runs."""
+    """How the 60k training images are split; optional subsets for quick runs: params.yaml's
+    `prepare` section, every key required (its values live there only)."""
 
-    val_size: int = 5000
-    seed: int = 0
-    train_subset: int | None = None  # None: all training images left after the validation split
-    test_subset: int | None = None  # None: all 10k test images
+    val_size: int
+    seed: int
+    train_subset: int | None  # None: all training images left after the validation split
+    test_subset: int | None  # None: all 10k test images
 
     def __post_init__(self) -> None:
         require(self.val_size > 0, "prepare.val_size", "must be > 0")

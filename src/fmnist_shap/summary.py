@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from fmnist_shap.errors import UserError
+from fmnist_shap.explain.registry import SPECS
 from fmnist_shap.review.significance import RESAMPLES, SEED, mean_interval
-from fmnist_shap.variants import ALL_VARIANTS, MASKERS, ExplainParams, Variant, selected_variants
+from fmnist_shap.variants import MASKERS, ExplainParams, Variant, selected_variants
 
 METRICS = (
     "deletion_auc",
@@ -21,12 +22,6 @@ METRICS = (
     "additivity_max_error",
 )
 SCORE_COLUMNS = ["set", "test_index", "deletion_auc", "insertion_auc"]
-BASELINES = {
-    "integrated_gradients": "black image",
-    "expected_gradients": "training images",
-    "deep": "training images (Keras twin)",
-    "gradient": "training images (Keras twin)",
-}
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class VariantResult:
 def masking(variant: Variant) -> str:
     """What a variant compares the image with: its masker, or its gradient baseline."""
     if variant.masker is None:
-        return BASELINES[variant.explainer]
+        return SPECS[variant.explainer].baseline or "its own"
     return f"{variant.masker} ({MASKERS[variant.masker]})"
 
 
@@ -191,10 +186,10 @@ def bars_table(results: list[VariantResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "deletion_auc", "insertion_auc"])
 
 
-def curves_table(results: list[VariantResult], curve: str) -> pd.DataFrame:
-    """Wide table of one curve kind: fraction, a column for every possible variant (empty where
-    params.yaml does not build it, so dvc.yaml's plot definition holds for any selection), and
-    chance."""
+def curves_table(results: list[VariantResult]) -> pd.DataFrame:
+    """Long table of the averaged curves: one row per (variant, fraction) with its deletion and
+    insertion values, and the random order as variant "random" — dvc.yaml's two curve plots
+    read it with a template that draws a line per variant, so a new variant needs no plot edit."""
     fraction = results[0].curves["fraction"]
     for result in results:
         if not np.array_equal(result.curves["fraction"], fraction):
@@ -202,9 +197,14 @@ def curves_table(results: list[VariantResult], curve: str) -> pd.DataFrame:
                 f"{result.name}: curves.csv has other steps than the rest; "
                 "run `dvc repro -f explain`"
             )
-    built = {r.name: r.curves[curve] for r in results}
-    table = pd.DataFrame({"fraction": fraction})
-    for variant in ALL_VARIANTS:
-        table[variant.name] = built.get(variant.name, np.nan)
-    table["random"] = np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
-    return table
+    curves = {r.name: (r.curves["deletion"], r.curves["insertion"]) for r in results}
+    curves["random"] = tuple(
+        np.mean([r.curves[f"{curve}_random"] for r in results], axis=0)
+        for curve in ("deletion", "insertion")
+    )
+    return pd.concat(
+        pd.DataFrame(
+            {"variant": name, "fraction": fraction, "deletion": deletion, "insertion": insertion}
+        )
+        for name, (deletion, insertion) in curves.items()
+    )

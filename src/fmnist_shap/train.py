@@ -21,13 +21,14 @@ from fmnist_shap.params import require
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Optimiser and schedule for the CNN."""
+    """Optimiser and schedule for the CNN: params.yaml's `train` section, every key required
+    (its values live there only)."""
 
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"  # "cosine" (decays to 0 over all steps) or "constant"
-    epochs: int = 6
-    batch_size: int = 128
-    seed: int = 0
+    lr: float
+    lr_schedule: str  # "cosine" (decays to 0 over all steps) or "constant"
+    epochs: int
+    batch_size: int
+    seed: int
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "train.lr", "must be > 0, e.g. 0.002")
@@ -37,7 +38,7 @@ class TrainParams:
             "train.lr_schedule",
             f"is {self.lr_schedule!r}; use 'cosine' or 'constant'",
         )
-        require(self.epochs > 0, "train.epochs", "must be a positive integer, e.g. 6")
+        require(self.epochs > 0, "train.epochs", "must be a positive integer, e.g. 4")
         require(self.batch_size > 0, "train.batch_size", "must be a positive integer, e.g. 128")
         require(self.seed >= 0, "train.seed", "must be >= 0")
 

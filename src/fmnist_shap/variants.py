@@ -3,7 +3,7 @@
 import dataclasses
 
 from fmnist_shap.explain.masker_ids import MASKERS
-from fmnist_shap.explain.registry import explainers
+from fmnist_shap.explain.registry import METHODS, explainers
 from fmnist_shap.params import require
 
 # The method ids by family, from the one list of methods (explain/registry.py).
@@ -97,14 +97,8 @@ class ExplainParams:
         )
 
 
-# Partition needs its two reference rows (all masked, none masked) and one split.
-MIN_BUDGET = {
-    "partition": 3,
-    "permutation": 1,
-    "integrated_gradients": 1,
-    "expected_gradients": 1,
-    "gradient": 1,
-}
+# explain.budget's keys: every method that takes a budget, with its least value (the registry's).
+MIN_BUDGET = {spec.explainer: spec.min_budget for spec in METHODS if spec.min_budget is not None}
 
 
 def _check_budget(budget: dict[str, int]) -> None:

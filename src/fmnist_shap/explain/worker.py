@@ -77,7 +77,7 @@ def with_twins(loaded: Loaded) -> tuple[Context, Context]:
     """Both contexts with their Keras twins (TensorFlow is imported only here), each checked
     against its Flax model, and the twins' background: `explain.keras_background` training
     images drawn with `explain.seed`."""
-    from fmnist_shap.explain.keras import background_images
+    from fmnist_shap.explain.methods.keras import background_images
     from fmnist_shap.keras_twin import build_twin, check_parity
 
     trained, randomized, params = loaded.trained, loaded.randomized, loaded.params
