@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from fmnist_shap.caches import enable_compilation_cache
 from fmnist_shap.data import CLASS_NAMES, Split
@@ -137,6 +138,27 @@ def copy_repository(dest: Path, raw_dir: Path) -> None:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     shutil.copytree(raw_dir, dest / "data" / "raw")
+
+
+def small_project(path: Path, raw_dir: Path, params: dict = SMALL_PARAMS) -> tuple[dict, str]:
+    """A copy of the repository at `path` with `params` merged into params.yaml, reproduced and
+    committed as `main` (raw data in DVC's cache); returns its subprocess environment and what
+    `dvc repro` printed."""
+    path.mkdir(parents=True, exist_ok=True)
+    copy_repository(path, raw_dir)
+    document = yaml.safe_load((path / "params.yaml").read_text())
+    for section, values in params.items():
+        document[section].update(values)
+    (path / "params.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    env = subprocess_env(path / "src")  # the copy's library, not the installed one
+    run(["git", "init", "-q", "-b", "main"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-q", "-m", "copy"], path, env)  # dvclive wants a commit to log against
+    run(["dvc", "commit", "--force", "--quiet", "data/raw.dvc"], path, env)  # raw data into cache
+    output = run(["dvc", "repro"], path, env)
+    run(["git", "add", "-A"], path, env)
+    run(["git", "commit", "-q", "-m", "baseline"], path, env)
+    return env, output
 
 
 def subprocess_env(library: Path) -> dict[str, str]:

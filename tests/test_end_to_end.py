@@ -15,14 +15,7 @@ import pytest
 import yaml
 
 from fmnist_shap.review.provenance import provenance
-from tests.conftest import (
-    SMALL_PARAMS,
-    VARIANTS,
-    S3Server,
-    copy_repository,
-    run,
-    subprocess_env,
-)
+from tests.conftest import SMALL_PARAMS, VARIANTS, S3Server, run, small_project
 
 pytestmark = pytest.mark.slow
 
@@ -60,20 +53,7 @@ class Project:
 def project(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The small-params copy, reproduced and committed as `main`."""
     path = tmp_path_factory.mktemp("e2e") / "project"
-    path.mkdir()
-    copy_repository(path, raw_dir)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    for section, values in SMALL_PARAMS.items():
-        params[section].update(values)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = subprocess_env(path / "src")  # the copy's library, not the installed one
-    run(["git", "init", "-q", "-b", "main"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-q", "-m", "copy"], path, env)  # dvclive wants a commit to log against
-    run(["dvc", "commit", "--force", "--quiet", "data/raw.dvc"], path, env)  # raw data into cache
-    output = run(["dvc", "repro"], path, env)
-    run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-q", "-m", "baseline"], path, env)
+    env, output = small_project(path, raw_dir)
     return Project(path, env, output)
 
 

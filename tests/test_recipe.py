@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SMALL_PARAMS, copy_repository, run, subprocess_env
+from tests.conftest import REPO, SMALL_PARAMS, run, small_project
 
 pytestmark = pytest.mark.slow
 
@@ -42,23 +42,8 @@ def recipe_blocks() -> tuple[str, str, str]:
 
 def test_the_recipe_adds_a_method_everywhere(raw_dir: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"
-    project.mkdir()
-    copy_repository(project, raw_dir)
+    env, _ = small_project(project, raw_dir, PARAMS)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in PARAMS.items():
-        params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = subprocess_env(project / "src")
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "small params"],
-        ["dvc", "commit", "--force", "--quiet", "data/raw.dvc"],
-        ["dvc", "repro", "--quiet"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "baseline"],
-    ):
-        run(cmd, project, env)
 
     # The recipe: the file, the registry line, the id in params.yaml.
     path, code, line = recipe_blocks()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SMALL_PARAMS, S3Server, copy_repository, run, subprocess_env
+from tests.conftest import REPO, S3Server, run, small_project, subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.act]
 
@@ -246,23 +246,7 @@ def github(
     root = tmp_path_factory.mktemp("github")
     env = subprocess_env(REPO / "src")
     maintainer = root / "maintainer"
-    maintainer.mkdir()
-    copy_repository(maintainer, raw_dir)
-    params = yaml.safe_load((maintainer / "params.yaml").read_text())
-    for section, values in SMALL_PARAMS.items():
-        params[section].update(values)
-    (maintainer / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env_here = subprocess_env(maintainer / "src")
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "small params"],
-        ["dvc", "commit", "--force", "--quiet", "data/raw.dvc"],
-        ["dvc", "repro", "--quiet"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-q", "-m", "baseline"],
-    ):
-        run(cmd, maintainer, env_here)
+    small_project(maintainer, raw_dir)
     bare = root / "team" / "fmnist-shap.git"
     run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], root, env)
     run(["git", "push", "-q", str(bare), "main"], maintainer, env)
@@ -302,16 +286,38 @@ def branch_with(github: GitHub, name: str, section: str, key: str, value: object
 
 
 MAIN_OUTPUTS = "main-outputs"
+TOKEN = {"GITHUB_TOKEN": "a-write-token"}  # what GitHub gives a branch of the repository
+
+
+def publish(github: GitHub, name: str, folder: str, **options) -> Run:
+    """publish.yml after a push to main, in a fresh clone, with the write keys."""
+    return github.act(
+        github.clone(name),
+        "publish.yml",
+        PUSH_TO_MAIN,
+        variables=github.remote(folder),
+        secrets=writer(github),
+        **options,
+    )
+
+
+def pr_report(github: GitHub, workdir: Path, secrets: dict[str, str]) -> Run:
+    """pr-report.yml on a pull request from a branch of the repository."""
+    return github.act(
+        workdir,
+        "pr-report.yml",
+        pull_request(),
+        variables=github.remote(MAIN_OUTPUTS),
+        secrets=secrets | TOKEN,
+    )
 
 
 def test_a_publish_fills_an_empty_remote_and_a_second_run_pushes_nothing(github: GitHub) -> None:
     assert github.objects(MAIN_OUTPUTS) == set()
-    first = github.act(
-        github.clone("publish-1"),
-        "publish.yml",
-        PUSH_TO_MAIN,
-        variables=github.remote(MAIN_OUTPUTS),
-        secrets=writer(github),
+    first = publish(
+        github,
+        "publish-1",
+        MAIN_OUTPUTS,
     )
     assert first.succeeded, first.output[-3000:]
     # A fresh clone of main: the stages with DVC-cached outputs are computed here, and verify
@@ -322,12 +328,10 @@ def test_a_publish_fills_an_empty_remote_and_a_second_run_pushes_nothing(github:
     pushed = github.objects(MAIN_OUTPUTS)
     assert len(pushed) > 10
 
-    second = github.act(
-        github.clone("publish-2"),
-        "publish.yml",
-        PUSH_TO_MAIN,
-        variables=github.remote(MAIN_OUTPUTS),
-        secrets=writer(github),
+    second = publish(
+        github,
+        "publish-2",
+        MAIN_OUTPUTS,
     )
     assert second.succeeded, second.output[-3000:]
     assert not second.ran("train") and not second.ran("prepare")
@@ -340,13 +344,7 @@ def test_b_pr_of_explain_params_pulls_the_model_and_recomputes_what_reads_them(
     github: GitHub,
 ) -> None:
     workdir = branch_with(github, "pr-explain", "explain", "seed", 7)
-    done = github.act(
-        workdir,
-        "pr-report.yml",
-        pull_request(),
-        variables=github.remote(MAIN_OUTPUTS),
-        secrets=reader(github) | {"GITHUB_TOKEN": "a-write-token"},
-    )
+    done = pr_report(github, workdir, reader(github))
     assert done.succeeded, done.output[-3000:]
     assert not done.ran("train") and not done.ran("prepare") and not done.ran("export")
     assert done.ran("explain") and done.ran("global") and done.ran("summarize")
@@ -364,13 +362,7 @@ def test_b_pr_of_explain_params_pulls_the_model_and_recomputes_what_reads_them(
 
 def test_c_pr_of_a_train_param_changes_every_downstream_stage(github: GitHub) -> None:
     workdir = branch_with(github, "pr-train", "train", "lr", 0.003)
-    done = github.act(
-        workdir,
-        "pr-report.yml",
-        pull_request(),
-        variables=github.remote(MAIN_OUTPUTS),
-        secrets=reader(github) | {"GITHUB_TOKEN": "a-write-token"},
-    )
+    done = pr_report(github, workdir, reader(github))
     assert done.succeeded, done.output[-3000:]
     assert done.ran("train") and not done.ran("prepare")
     (body,) = done.comments()
@@ -395,12 +387,10 @@ def test_d_fork_pr_computes_and_reports_without_write_access(github: GitHub) -> 
 
 def test_e_publish_on_one_core_pushes_the_same_objects(github: GitHub) -> None:
     folder = "one-core"
-    done = github.act(
-        github.clone("publish-1-core"),
-        "publish.yml",
-        PUSH_TO_MAIN,
-        variables=github.remote(folder),
-        secrets=writer(github),
+    done = publish(
+        github,
+        "publish-1-core",
+        folder,
         prefix=("taskset", "-c", "0"),
     )
     assert done.succeeded, done.output[-3000:]
@@ -415,12 +405,10 @@ def test_e_publish_refuses_when_the_model_bits_differ(github: GitHub) -> None:
     # The user's own XLA flag wins over the project's (environment.apply_xla_settings): the
     # platform-dependent math trains other weights, as another CPU could.
     flags = "--xla_cpu_enable_platform_dependent_math=true"
-    done = github.act(
-        github.clone("publish-other-bits"),
-        "publish.yml",
-        PUSH_TO_MAIN,
-        variables=github.remote(folder),
-        secrets=writer(github),
+    done = publish(
+        github,
+        "publish-other-bits",
+        folder,
         env={"XLA_FLAGS": flags},
     )
     assert not done.succeeded
@@ -431,18 +419,8 @@ def test_e_publish_refuses_when_the_model_bits_differ(github: GitHub) -> None:
 
 def test_f_pr_with_refused_keys_computes_and_says_so(github: GitHub) -> None:
     workdir = branch_with(github, "pr-bad-keys", "explain", "seed", 5)
-    wrong = {
-        "DVC_READONLY_ACCESS_KEY_ID": "nobody",
-        "DVC_READONLY_SECRET_ACCESS_KEY": "wrong",
-        "GITHUB_TOKEN": "a-write-token",
-    }
-    done = github.act(
-        workdir,
-        "pr-report.yml",
-        pull_request(),
-        variables=github.remote(MAIN_OUTPUTS),
-        secrets=wrong,
-    )
+    wrong = {"DVC_READONLY_ACCESS_KEY_ID": "nobody", "DVC_READONLY_SECRET_ACCESS_KEY": "wrong"}
+    done = pr_report(github, workdir, wrong)
     assert done.succeeded, done.output[-3000:]
     notes = [line for line in done.output.splitlines() if "remote: " in line and "refused" in line]
     assert notes and "computing everything here" in notes[0]
