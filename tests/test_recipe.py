@@ -30,14 +30,15 @@ PARAMS = SMALL_PARAMS | {
 
 
 def recipe_blocks() -> tuple[str, str, str]:
-    """(the method file's path, its code, the registry line) as the page gives them."""
+    """(the method file's path, its code, the registry entry) as the page gives them."""
     section = RECIPE[RECIPE.index("**Adding an attribution method**") :]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    code, line = blocks[0], blocks[1].strip("\n")
+    code = blocks[0]
     path = re.match(r"# (src/\S+\.py)\n", code)
     assert path is not None, "the recipe's file block names its path on its first line"
-    assert line.strip().startswith("MethodSpec(")
-    return path[1], code, line
+    entry = "\n".join(line for line in blocks[1].splitlines() if not line.startswith("#"))
+    assert entry.startswith("MethodSpec(")
+    return path[1], code, entry
 
 
 def test_the_recipe_adds_a_method_everywhere(raw_dir: Path, tmp_path: Path) -> None:
@@ -46,12 +47,13 @@ def test_the_recipe_adds_a_method_everywhere(raw_dir: Path, tmp_path: Path) -> N
     params = yaml.safe_load((project / "params.yaml").read_text())
 
     # The recipe: the file, the registry line, the id in params.yaml.
-    path, code, line = recipe_blocks()
+    path, code, entry = recipe_blocks()
     (project / path).write_text(code)
     registry = project / "src/fmnist_shap/explain/registry.py"
     text = registry.read_text()
     end = text.index("\n)\n", text.index("METHODS = ("))
-    registry.write_text(text[:end] + "\n" + line + text[end:])
+    indented = "\n".join(f"    {line}" for line in entry.splitlines())
+    registry.write_text(f"{text[:end]}\n{indented},{text[end:]}")
     params["explain"]["gradient_explainers"].append("brightness")
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
