@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fmnist_shap.remote import PullRecord
 from fmnist_shap.review.provenance import provenance
 from tests.conftest import SMALL_PARAMS, VARIANTS, S3Server, run, small_project
 
@@ -320,7 +321,11 @@ def test_s3_remote_carries_outputs_and_experiments_between_clones(
     first = clone("first")
     pulled = run([sys.executable, "-m", "fmnist_shap.remote", "pull"], first, reader)
     total = len(lock_hashes(first))
-    assert f"pulled {total} of {total} outputs of dvc.lock" in pulled
+    # The DVC-cached outputs came from the remote; the rest are in git and were not pulled.
+    in_git = {p for p in lock_hashes(first) if run(["git", "ls-files", p], first, reader).strip()}
+    cached = total - len(in_git)
+    assert 0 < cached < total and f"pulled {cached} of {total} outputs of dvc.lock" in pulled
+    assert set(PullRecord.read(first).outs) == set(lock_hashes(first)) - in_git
     assert "up to date" in run(["dvc", "status"], first, reader)
     assert "Running stage" not in run(["dvc", "repro"], first, reader)
     assert (first / "models/model.npz").read_bytes() == (
