@@ -340,12 +340,6 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     base, head = Side(repo, base_rev), Side(repo, None)
     params = _run([*DVC, "params", "diff", base_rev, "--md"], repo).strip()
     metrics = _run([*DVC, "metrics", "diff", base_rev, "--md", "--precision", "4"], repo).strip()
-    changed = json.loads(_run([*DVC, "params", "diff", base_rev, "--json"], repo) or "{}")
-    params_changed = [
-        param_change(key, v["old"], v["new"])
-        for file in changed.values()
-        for key, v in sorted(file.items())
-    ]
     report_dir, images = report.parent, report.parent / "pr"
     variants = sorted(json.loads(head.read(EXPLAIN_METRICS) or b"{}"))
     comparison = predictions_change(base, head)
@@ -354,8 +348,13 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     plots = sorted(p.stem for p in (repo / SHAP_PLOTS).glob("*.png"))
 
     lines = [f"# Pipeline report: workspace vs `{base_rev}`", ""]
-    untouched = [provenance(repo, base_rev), f"- **Remote**: {PullRecord.read(repo).text()}."]
-    lines += verdict(comparison, faithfulness, drifts, params_changed, untouched)
+    lines += verdict(
+        comparison,
+        faithfulness,
+        drifts,
+        params_changed(repo, base_rev),
+        provenance_lines(repo, base_rev),
+    )
     lines += ["## Review set: the same images, base and head", ""]
     review = [p for p in plots if p.endswith("-review")]
     lines += _plots_rows(base, head, review, images, report_dir) if review else ["(none)"]
@@ -385,6 +384,21 @@ def build_report(repo: Path, base_rev: str, report: Path) -> str:
     markdown = "\n".join(lines) + "\n"
     write_text(report, markdown)
     return markdown
+
+
+def params_changed(repo: Path, base_rev: str) -> list[str]:
+    """'train.lr 0.002 → 0.004' for every param that differs from `base_rev`."""
+    changed = json.loads(_run([*DVC, "params", "diff", base_rev, "--json"], repo) or "{}")
+    return [
+        param_change(key, v["old"], v["new"])
+        for file in changed.values()
+        for key, v in sorted(file.items())
+    ]
+
+
+def provenance_lines(repo: Path, base_rev: str) -> list[str]:
+    """The verdict's lines on how every stage got its outputs, and what the remote gave."""
+    return [provenance(repo, base_rev), f"- **Remote**: {PullRecord.read(repo).text()}."]
 
 
 def _confusion_rows(base: Side, head: Side, images: Path, report_dir: Path) -> list[str]:
