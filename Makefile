@@ -107,7 +107,7 @@ plots-diff: setup
 # reports/pr-report.md: params, metrics and plots of the workspace against BASE (default main).
 BASE ?= main
 report: setup
-	$(BIN)/python -m fmnist_shap.review.report --base $(BASE)
+	$(BIN)/python -m fmnist_shap.review.report --base "$(BASE)"
 
 # The figures README.md and docs/ quote from reports/, rendered into their marked blocks.
 docs: setup

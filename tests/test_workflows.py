@@ -56,6 +56,9 @@ runs:
       run: echo "{python_dir}" >> "$GITHUB_PATH"
 """,
     "iterative/setup-cml": """name: "setup-cml stand-in, a cml that records what it is asked"
+inputs:
+  version:
+    required: false
 runs:
   using: composite
   steps:
