@@ -6,7 +6,9 @@
 import sys
 from importlib.util import find_spec
 
-if sys.version_info < (3, 12) or find_spec("jax") is None or find_spec("dvc") is None:
+# (dvc stands for the locked packages: every install of the project has it; jax is not asked
+# for, since the exported model's loaders in `serving` run where jax is absent.)
+if sys.version_info < (3, 12) or find_spec("dvc") is None:
     sys.exit(
         f"error: {sys.executable} (Python {sys.version.split()[0]}) cannot run this project, which needs Python 3.12 or 3.13 with "
         "the packages of requirements.lock: activate the venv first (`. .venv/bin/activate`) "
