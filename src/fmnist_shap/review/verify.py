@@ -158,9 +158,9 @@ def report(repo: Path, base: str, fingerprint: str) -> str:
         ),
         "",
     ]
-    environment = environment_changes(repo, base)
+    environment, here = environment_changes(repo, base), machine()
     lines.append(
-        f"This machine: {machine_text(machine())}, Python {machine()['python']}. Versions and "
+        f"This machine: {machine_text(here)}, Python {here['python']}. Versions and "
         "settings each stage recorded (what decides the bits) vs here: "
         + ("the same." if environment.empty else "\n\n" + environment.to_markdown(index=False))
     )
