@@ -26,7 +26,10 @@ def main(argv: list[str]) -> None:
 
     params = load_params(args.params, "global", GlobalParams)
     explain_params = load_params(args.params, "explain", ExplainParams)
-    with tqdm(desc="global: chunks", unit="chunk", file=sys.stderr, mininterval=2) as bar:
+    # The bar appears with the first chunk done: a run stopped by bad input prints one line only.
+    with tqdm(
+        desc="global: chunks", unit="chunk", file=sys.stderr, mininterval=2, delay=1e-3
+    ) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total

@@ -1,5 +1,6 @@
 """Atomic, byte-stable writers for everything a stage outputs (no pickle anywhere)."""
 
+import glob
 import io
 import json
 import os
@@ -27,11 +28,23 @@ def _umask() -> int:
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _sweep_leftovers(target: Path) -> None:
+    """Remove what a killed writer of `target` left beside it (`.NAME.*.tmp`): a SIGKILL runs no
+    cleanup, so the next write of the same output does it. One writer per output is assumed
+    (a DVC stage; experiments run in workspaces of their own)."""
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(target)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -48,6 +61,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_leftovers(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp

@@ -28,6 +28,7 @@ import logging
 import os
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,6 +46,17 @@ from fmnist_shap.variants import ALL_VARIANTS, ExplainParams
 GLOBAL_VARIANTS = tuple(v.name for v in ALL_VARIANTS if not SPECS[v.explainer].needs_tensorflow)
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 CONNECT_TIMEOUT = "5s"
+PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")  # distributed's network protocols
+
+
+def _is_address(text: str) -> bool:
+    """protocol://host:port with one of Dask's protocols."""
+    parts = urllib.parse.urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in PROTOCOLS and bool(parts.hostname) and port is not None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +87,12 @@ class GlobalParams:
             self.workers is None or self.workers > 0,
             "global.workers",
             "must be > 0, or null for one per core",
+        )
+        require(
+            self.scheduler is None or _is_address(self.scheduler),
+            "global.scheduler",
+            f"is {self.scheduler!r}; use a Dask scheduler's address such as "
+            "tcp://10.0.0.5:8786 (protocol://host:port), or null for a local cluster",
         )
 
     def address(self) -> str | None:

@@ -28,10 +28,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from fmnist_shap.explain.job import Inputs
 from fmnist_shap.explain.outputs import VariantOutputs
 from fmnist_shap.explain.registry import SPECS
+from fmnist_shap.processes import die_with_parent, kill_children
 from fmnist_shap.variants import Variant, selected_variants
 
 
-def _load(inputs: Inputs, slots=None) -> None:
+def _load(inputs: Inputs, slots=None, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     if slots is not None:
         pin_to_one_core(slots)
     from fmnist_shap.explain.worker import load_in_worker  # jax and shap: in workers only
@@ -123,9 +126,14 @@ def explain_all(
         workers,
         mp_context=context,
         initializer=_load,
-        initargs=(inputs, context.Value("i", 0)),
+        initargs=(inputs, context.Value("i", 0), os.getpid()),
     ) as pool:
-        futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
+        try:
+            futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:  # Ctrl-C or a failed variant: stop the others now, not after them
+            pool.shutdown(wait=False, cancel_futures=True)
+            kill_children()
+            raise
     return [results[i] for i in range(len(variants))]
