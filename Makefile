@@ -19,9 +19,10 @@ repro: setup data
 	$(BIN)/python -m fmnist_shap.remote pull --or-compute
 	dvc repro
 
-# Upload what dvc.lock names to the shared remote (write keys; publish.yml does it for main).
+# Upload what dvc.lock names to the shared remote (write keys; publish.yml does it for main);
+# refuses a corrupted cache, and a push cut off midway is one line: rerunning it finishes.
 push: setup
-	dvc push
+	$(BIN)/python -m fmnist_shap.remote push
 
 # Outputs from the shared DVC remote; stops with one line when it cannot be read.
 pull: setup

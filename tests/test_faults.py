@@ -27,7 +27,7 @@ GONE_WITHIN_S = 10.0  # every process of a killed stage is gone by then
 class Project:
     path: Path
     env: dict[str, str]
-    seconds: dict[str, float]  # each stage's uninterrupted `dvc repro -f -s` wall time
+    seconds: dict[str, float]  # how long each stage's own process lives, uninterrupted
 
     def run(self, *cmd: str) -> str:
         return run(list(cmd), self.path, self.env)
@@ -73,14 +73,37 @@ def project(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The small-params copy, reproduced and committed, with each killed stage's own time."""
     path = tmp_path_factory.mktemp("faults") / "project"
     env, _ = small_project(path, raw_dir)
-    seconds = {}
+    project = Project(path, env, {})
     for stage in KILLED_STAGES:
-        start = time.monotonic()
-        run(["dvc", "repro", "--force", "--single-item", stage], path, env)
-        seconds[stage] = time.monotonic() - start
-    project = Project(path, env, seconds)
+        repro = start_repro(project, stage, path.parent / f"{stage}.log")
+        process, started = wait_for_stage(repro, stage)
+        process.wait(timeout=600)
+        project.seconds[stage] = time.monotonic() - started
+        assert repro.wait(timeout=600) == 0, (path.parent / f"{stage}.log").read_text()
     project.back_to_head()
     return project
+
+
+def start_repro(project: Project, stage: str, log: Path) -> subprocess.Popen:
+    """`dvc repro -f -s STAGE` in a session of its own (its pid is the session's id), printing
+    to `log` (a file: orphans would hold a pipe open)."""
+    return subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", stage],
+        cwd=project.path,
+        env=project.env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_stage(repro: subprocess.Popen, stage: str) -> tuple[psutil.Process, float]:
+    """The stage's own process once it runs, and when it was first seen."""
+    deadline = time.monotonic() + 120
+    while (process := stage_process(repro.pid, stage)) is None:
+        assert repro.poll() is None and time.monotonic() < deadline, f"{stage} never started"
+        time.sleep(0.01)
+    return process, time.monotonic()
 
 
 def session_processes(session: int) -> list[psutil.Process]:
@@ -108,24 +131,14 @@ def stage_process(session: int, stage: str) -> psutil.Process | None:
 
 
 def kill_mid_run(project: Project, stage: str, signum: int) -> tuple[float, str]:
-    """`dvc repro -f -s STAGE` in a session of its own, `signum` to the stage's process halfway
-    through its usual time; returns the seconds from the signal until no process of the session
+    """`dvc repro -f -s STAGE`, `signum` to the stage's process halfway through its usual
+    life; returns the seconds from the signal until no process of the session
     lives, and what dvc printed."""
-    log = project.path.parent / f"{stage}-{signum}.log"  # a file: orphans would hold a pipe
-    repro = subprocess.Popen(
-        ["dvc", "repro", "--force", "--single-item", stage],
-        cwd=project.path,
-        env=project.env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while (target := stage_process(repro.pid, stage)) is None:
-        assert repro.poll() is None and time.monotonic() < deadline, f"{stage} never started"
-        time.sleep(0.05)
-    time.sleep(project.seconds[stage] / 2)
-    assert repro.poll() is None, f"{stage} finished before the signal"
+    log = project.path.parent / f"{stage}-{signum}.log"
+    repro = start_repro(project, stage, log)
+    target, started = wait_for_stage(repro, stage)
+    time.sleep(max(0.0, started + project.seconds[stage] / 2 - time.monotonic()))
+    assert target.is_running(), f"{stage} finished before the signal"
     if signum == signal.SIGKILL and stage == "explain":  # the pool's workers are up by now
         assert target.children(), "explain's pool has no workers to outlive it"
     sent = time.monotonic()
@@ -189,3 +202,44 @@ def cache_file(project: Project, md5: str) -> Path:
 def lock_entry(project: Project, stage: str, path: str) -> dict:
     lock = yaml.safe_load((project.path / "dvc.lock").read_text())
     return next(out for out in lock["stages"][stage]["outs"] if out["path"] == path)
+
+
+def run_status(project: Project, *cmd: str) -> tuple[int, str]:
+    done = subprocess.run(
+        list(cmd), cwd=project.path, env=project.env, capture_output=True, text=True
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_corrupted_cache_object_is_named_and_never_used(project: Project, tmp_path: Path) -> None:
+    """Row 5: one byte flipped in DVC's cache copy of the model. `make verify` and `make push`
+    name it in one line (push uploads nothing); `dvc status` names it, and neither checkout nor
+    push uses it; `dvc repro` recomputes the same bytes."""
+    md5 = lock_entry(project, "train", "models/model.npz")["md5"]
+    flip_one_byte(cache_file(project, md5), 1000)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    project.run("dvc", "remote", "add", "--local", "--default", "spare", str(remote))
+    try:
+        python = project.env["PATH"].split(os.pathsep)[0] + "/python"
+        for module in ("fmnist_shap.review.verify", "fmnist_shap.remote"):
+            args = ["push"] if module == "fmnist_shap.remote" else []
+            code, said = run_status(project, python, "-m", module, *args)
+            assert code == 2 and said.count("\n") == 1, said
+            assert "DVC's cache copy of models/model.npz (cache file" in said, said
+            assert "is corrupted" in said, said
+        assert not list(remote.rglob("*")), "make push uploaded something"
+        code, said = run_status(project, "dvc", "status")
+        assert "not in cache:       models/model.npz" in said, said
+        assert not cache_file(project, md5).exists()  # DVC dropped the damaged copy
+        (project.path / "models/model.npz").unlink()
+        code, said = run_status(project, "dvc", "checkout", "models/model.npz")
+        assert code != 0 and not (project.path / "models/model.npz").exists(), said
+        project.run("dvc", "repro")
+        assert lock_entry(project, "train", "models/model.npz")["md5"] == md5
+        assert sha256(cache_file(project, md5)) == sha256(project.path / "models/model.npz")
+        project.run(python, "-m", "fmnist_shap.remote", "push")
+        assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    finally:
+        project.run("dvc", "remote", "remove", "--local", "spare")
+        project.back_to_head()

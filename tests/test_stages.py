@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from fmnist_shap.errors import UserError, run_cli
+from fmnist_shap.processes import CORE_LOCKS_ENV
 from fmnist_shap.variants import KERAS_EXPLAINERS
 from stages import evaluate, explain, prepare, summarize, train
 from tests.conftest import REPO
@@ -241,25 +243,40 @@ def test_pool_jobs_hold_every_variant_once_and_tensorflow_in_one() -> None:
     assert jobs_of([v for v in variants if v.explainer == "partition"]) == [(1,), (2,), (0,)]
 
 
-def _pinned_cpus(slots, queue) -> None:
-    from fmnist_shap.explain.runner import pin_to_one_core
+def _claim(queue) -> None:
+    from fmnist_shap.processes import claim_a_core
 
-    pin_to_one_core(slots)
-    queue.put(sorted(os.sched_getaffinity(0)))
+    cpu = claim_a_core()
+    queue.put((cpu, sorted(os.sched_getaffinity(0))))
+    time.sleep(120)  # holds the claim until killed
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux CPU affinity")
-def test_pool_workers_take_one_core_each_in_turn() -> None:
+def test_workers_claim_free_cores_and_a_killed_one_frees_its_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker alive on the machine holds another core; one more than cores runs unpinned;
+    a SIGKILLed worker's core is free for the next (the kernel drops its lock)."""
+    monkeypatch.setenv(CORE_LOCKS_ENV, str(tmp_path / "cores"))  # apart from running pipelines
     context = multiprocessing.get_context("spawn")
-    slots, queue = context.Value("i", 0), context.Queue()
+    queue = context.Queue()
     cpus = sorted(os.sched_getaffinity(0))
-    pinned = []
-    for _ in range(len(cpus) + 1):  # one more worker than cores: the first core again
-        process = context.Process(target=_pinned_cpus, args=(slots, queue))
-        process.start()
-        pinned.append(queue.get(timeout=60))
-        process.join()
-    assert pinned == [[cpu] for cpu in cpus] + [[cpus[0]]]
+    workers, claims = [], []
+    try:
+        for _ in range(len(cpus) + 1):
+            workers.append(context.Process(target=_claim, args=(queue,)))
+            workers[-1].start()
+            claims.append(queue.get(timeout=60))
+        assert claims == [(cpu, [cpu]) for cpu in cpus] + [(None, cpus)]
+        workers[0].kill()
+        workers[0].join()
+        workers.append(context.Process(target=_claim, args=(queue,)))
+        workers[-1].start()
+        assert queue.get(timeout=60) == (cpus[0], [cpus[0]])
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.join()
 
 
 def test_review_set_maps_do_not_depend_on_samples_per_set(explained: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Worker processes that do not outlive the stage that started them.
+"""Worker processes that do not outlive the stage that started them, each on a core of its own.
 
 A stage killed by SIGKILL (an out-of-memory kill, a cancelled CI job) runs no cleanup of its
 own, so its pool's workers would live on with parent PID 1, holding their memory and a core.
@@ -8,10 +8,13 @@ Linux delivers a signal to a process whose parent dies when the process asks for
 
 import ctypes
 import ctypes.util
+import fcntl
 import multiprocessing
 import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -35,3 +38,40 @@ def kill_children() -> None:
         child.kill()
     for child in multiprocessing.active_children():  # reaps them
         child.join(timeout=5)
+
+
+# One lock file per core, shared by every pipeline of this user on this machine.
+CORE_LOCKS_ENV = "FMNIST_SHAP_CORE_LOCKS"  # another folder: workers that claim cores apart
+
+
+def core_locks() -> Path:
+    default = Path(tempfile.gettempdir()) / f"fmnist-shap-cores-{os.getuid()}"
+    return Path(os.environ.get(CORE_LOCKS_ENV) or default)
+
+
+_held = []  # the claimed core's open lock file: the claim lasts as long as this process
+
+
+def claim_a_core() -> int | None:
+    """Pin this process, and every thread it starts, to a core that no other worker on this
+    machine has claimed (an exclusive lock on that core's lock file, which the kernel releases
+    when the process ends, however it ends); returns the core, or None when every core this
+    process may use is claimed or the OS has no CPU affinity (macOS): it then runs unpinned.
+
+    Two experiments run side by side (`dvc queue start -j 2`) thus never pin their workers to
+    the same core; pinning changes no result (XLA's do not depend on its thread count)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    folder = core_locks()
+    folder.mkdir(parents=True, exist_ok=True)
+    for cpu in sorted(os.sched_getaffinity(0)):
+        handle = (folder / f"{cpu}.lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held.append(handle)
+        os.sched_setaffinity(0, {cpu})
+        return cpu
+    return None

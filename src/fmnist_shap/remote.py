@@ -7,6 +7,8 @@ another machine computed instead of recomputing it.
     python -m fmnist_shap.remote pull --or-compute
                                          the same, but a missing or unreadable remote is one line
                                          and exit 0 (`make repro` then computes everything here)
+    python -m fmnist_shap.remote push    check, refuse a corrupted cache, then `dvc push`; a push
+                                         cut off midway is one line, and rerunning finishes it
 
 The check runs before anything is downloaded and takes seconds, not DVC's minutes of retries:
 a remote that does not answer, refused credentials, a missing bucket or folder each give one
@@ -24,11 +26,14 @@ report read both to say how each stage got its outputs (`fmnist_shap.review.prov
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,50 +249,98 @@ def start_reproduction(repo: Path, record: PullRecord) -> None:
     record.write(repo)
 
 
+def cache_file(repo: Path, md5: str) -> Path:
+    """Where DVC's local cache keeps the object named `md5` (a folder's listing: `….dir`)."""
+    return repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
 def in_cache(repo: Path, md5: str) -> bool:
     """Whether DVC's local cache already holds an object (a folder: its listing and files)."""
-    files = repo / ".dvc" / "cache" / "files" / "md5"
-    path = files / md5[:2] / md5[2:]
+    path = cache_file(repo, md5)
     if not path.is_file():
         return False
     if not md5.endswith(".dir"):
         return True
     listing = json.loads(path.read_text(encoding="utf-8"))
-    return all((files / e["md5"][:2] / e["md5"][2:]).is_file() for e in listing)
+    return all(cache_file(repo, e["md5"]).is_file() for e in listing)
 
 
-class _Errors(logging.Handler):
-    """DVC's ERROR log lines during a call: the reason behind its exception."""
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+
+def corrupted_outputs(repo: Path) -> list[str]:
+    """dvc.lock's outputs whose copy in DVC's local cache does not hash to its name (a flipped
+    bit, a truncated write, an edited file), as "PATH (cache file CACHE)". Objects absent from
+    the cache are not corrupted (DVC says "not in cache" of those)."""
+    found = []
+    for path, md5 in lock_outputs(repo).items():
+        objects = [md5]
+        listing = cache_file(repo, md5)
+        if md5.endswith(".dir") and listing.is_file() and _md5(listing) == md5.removesuffix(".dir"):
+            objects += [entry["md5"] for entry in json.loads(listing.read_text(encoding="utf-8"))]
+        for oid in objects:
+            file = cache_file(repo, oid)
+            if file.is_file() and _md5(file) != oid.removesuffix(".dir"):
+                found.append(f"{path} (cache file {file.relative_to(repo)})")
+                break
+    return found
+
+
+def require_sound_cache(repo: Path) -> None:
+    """One line naming every corrupted cached output, and the fix."""
+    if damaged := corrupted_outputs(repo):
+        raise UserError(
+            f"DVC's cache copy of {', '.join(damaged)} is corrupted: its bytes do not hash to "
+            "its name; `dvc repro` recomputes it (DVC drops the damaged file), or `dvc pull` "
+            "downloads it"
+        )
+
+
+class _Said(logging.Handler):
+    """DVC's log lines of `level` and above during a call: the reason behind its exception."""
+
+    def __init__(self, level: int = logging.ERROR) -> None:
+        super().__init__(level)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage().strip())
 
 
+@contextmanager
+def _dvc_call(remote: Remote, what: str, level: int = logging.ERROR) -> Iterator[_Said]:
+    """Run a DVC call; its failure becomes one line: the remote, `what`, DVC's own reason."""
+    from dvc.exceptions import DvcException
+
+    said = _Said(level)
+    logger = logging.getLogger("dvc")
+    logger.addHandler(said)
+    try:
+        yield said
+    except Exception as error:  # DVC's own errors, and what its storage layer raises (OSError, …)
+        text = str(error) if isinstance(error, DvcException) else f"{type(error).__name__}: {error}"
+        errors = [line for line in said.lines if not line.startswith("Some of the cache")]
+        reason = "; ".join(dict.fromkeys([*errors, text]))
+        raise UserError(f"{remote.describe()}: {what} failed: {reason}") from None
+    finally:
+        logger.removeHandler(said)
+
+
 def pull(repo: Path, remote: Remote) -> dict[str, str]:
     """`dvc pull --allow-missing`; returns the outputs whose bytes it brought from the remote
     (checked out now, with the hash dvc.lock names, and not in the local cache before).
     Raises UserError with DVC's own error line when the pull fails."""
-    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     wanted = lock_outputs(repo)
     cached_before = {path for path, md5 in wanted.items() if in_cache(repo, md5)}
-    errors = _Errors()
-    logger = logging.getLogger("dvc")
-    logger.addHandler(errors)
-    try:
-        with Repo(str(repo)) as dvc_repo:
-            result = dvc_repo.pull(allow_missing=True)
-    except Exception as error:  # DVC's own errors, and what its storage layer raises (OSError, …)
-        said = str(error) if isinstance(error, DvcException) else f"{type(error).__name__}: {error}"
-        reason = "; ".join(dict.fromkeys([*errors.lines, said]))
-        raise UserError(f"{remote.describe()}: dvc pull failed: {reason}") from None
-    finally:
-        logger.removeHandler(errors)
+    with _dvc_call(remote, "dvc pull"), Repo(str(repo)) as dvc_repo:
+        result = dvc_repo.pull(allow_missing=True)
     # Paths of what checkout wrote, relative to the current folder (folders end with "/").
     touched = [
         Path(os.path.relpath(Path(p).resolve(), repo)).as_posix()
@@ -303,9 +356,34 @@ def pull(repo: Path, remote: Remote) -> dict[str, str]:
     }
 
 
+def push(repo: Path, remote: Remote) -> int:
+    """`dvc push` of what dvc.lock names, after checking the remote answers and DVC's cache is
+    sound; returns how many files it uploaded. A push that stops midway (the remote or the
+    network dies) is one line: S3 shows an object only once it is complete, and DVC uploads
+    only what is missing, so rerunning it finishes the job."""
+    from dvc.repo import Repo
+
+    if (reason := problem(remote)) is not None:
+        raise UserError(reason)
+    require_sound_cache(repo)
+    again = "; what was uploaded stays: rerun `make push` once the remote answers"
+    try:
+        with _dvc_call(remote, "dvc push", logging.WARNING) as said, Repo(str(repo)) as dvc_repo:
+            uploaded = dvc_repo.push()
+    except UserError as error:
+        raise UserError(f"{error}{again}") from None
+    if missing := [line for line in said.lines if line.startswith("Some of the cache")]:
+        names = " ".join(missing[0].split("\n")[1:])
+        raise UserError(
+            f"{remote.describe()}: pushed {uploaded} files but not what DVC's cache lacks "
+            f"({names}); `dvc repro` or `make pull` brings it back, then `make push`"
+        )
+    return uploaded
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("action", choices=("check", "pull"))
+    parser.add_argument("action", choices=("check", "pull", "push"))
     parser.add_argument(
         "--or-compute",
         action="store_true",
@@ -316,6 +394,14 @@ def main(argv: list[str]) -> None:
     repo = Path(args.repo).resolve()
     remote = default_remote(repo)
     pulling = args.action == "pull"
+    if args.action == "push":
+        if remote is None:
+            raise UserError(
+                "no DVC remote configured to push to (docs/environment.md: the shared remote)"
+            )
+        uploaded = push(repo, remote)
+        print(f"remote: {uploaded} files uploaded to {remote.describe()}", file=sys.stderr)
+        return
     if remote is None:
         note = "no DVC remote configured (docs/environment.md: the shared remote)"
         if pulling and not args.or_compute:

@@ -28,15 +28,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from fmnist_shap.explain.job import Inputs
 from fmnist_shap.explain.outputs import VariantOutputs
 from fmnist_shap.explain.registry import SPECS
-from fmnist_shap.processes import die_with_parent, kill_children
+from fmnist_shap.processes import claim_a_core, die_with_parent, kill_children
 from fmnist_shap.variants import Variant, selected_variants
 
 
-def _load(inputs: Inputs, slots=None, parent_pid: int | None = None) -> None:
+def _load(inputs: Inputs, parent_pid: int | None = None) -> None:
+    """A worker's start: bound to the stage's life, and, before jax or TensorFlow start their
+    thread pools, on a core of its own (`claim_a_core`). Unpinned, each worker's XLA and
+    TensorFlow size their pools for every core, and two workers on two cores oversubscribe
+    them (measured: the stage 100 s unpinned, 87 s pinned; the same bytes)."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    if slots is not None:
-        pin_to_one_core(slots)
+        claim_a_core()
     from fmnist_shap.explain.worker import load_in_worker  # jax and shap: in workers only
 
     load_in_worker(inputs)
@@ -71,23 +74,6 @@ def jobs_of(variants: list[Variant]) -> list[tuple[int, ...]]:
     jobs = [(i,) for i, v in enumerate(variants) if i not in needs_tf]
     jobs += [needs_tf] if needs_tf else []
     return sorted(jobs, key=lambda job: -sum(expected_cost(variants[i]) for i in job))
-
-
-def pin_to_one_core(slots) -> None:
-    """Keep this worker process, and every thread it starts, on one core: the next of its
-    CPUs by `slots` (a shared counter), before jax or TensorFlow start their thread pools.
-
-    Unpinned, each worker's XLA and TensorFlow size their pools for every core, and two
-    workers on two cores oversubscribe them (measured: the stage 100 s unpinned, 87 s pinned;
-    the same bytes, as XLA's results do not depend on its thread count). Linux only: elsewhere
-    (macOS has no CPU affinity) the workers run unpinned."""
-    if not hasattr(os, "sched_setaffinity"):
-        return
-    with slots.get_lock():
-        slot = slots.value
-        slots.value += 1
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
 
 
 def default_workers(variants: int) -> int:
@@ -126,7 +112,7 @@ def explain_all(
         workers,
         mp_context=context,
         initializer=_load,
-        initargs=(inputs, context.Value("i", 0), os.getpid()),
+        initargs=(inputs, os.getpid()),
     ) as pool:
         try:
             futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}

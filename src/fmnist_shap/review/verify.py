@@ -25,7 +25,7 @@ import pandas as pd
 
 from fmnist_shap.environment import describe, machine
 from fmnist_shap.errors import UserError, run_cli
-from fmnist_shap.remote import DVC
+from fmnist_shap.remote import DVC, require_sound_cache
 from fmnist_shap.review.changes import Side
 from fmnist_shap.review.provenance import VARYING, StageResult, machine_text, stage_results
 
@@ -114,6 +114,7 @@ def unexplained(results: list[StageResult]) -> list[StageResult]:
 
 
 def _require_up_to_date(repo: Path) -> None:
+    require_sound_cache(repo)  # before `dvc status`, which drops a damaged object silently
     stale = subprocess.run([*DVC, "status", "-q"], cwd=repo, capture_output=True)
     if stale.returncode != 0:
         raise UserError("the workspace has stale stages (`dvc status`); run `dvc repro` first")
