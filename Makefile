@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # (a VENV shared between clones, as the workflow tests do).
 export PYTHONPATH := $(abspath src)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: docs repro pull push remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-loop bench-floors bench-global report clean-venv
+.PHONY: docs repro pull push remote-local verify verify-check calibrate plots plots-diff test test-fast setup system data lint lock bench bench-memory bench-loop bench-floors bench-global report clean-venv
 
 # Pull what the shared DVC remote has (one line and on when there is none or it cannot be read),
 # then compute only what is missing or changed.
@@ -83,6 +83,12 @@ data: setup
 # Side-by-side speed of our training and SHAP against tutorial-style code (about 5 minutes).
 bench: setup data
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/memory.py
+
+# Peak resident memory of explain and global (and global over all 10k images), ~6 min;
+# needs the workspace's outputs (make repro).
+bench-memory: setup
+	$(BIN)/python benchmarks/memory.py
 
 # The experiment loop's timings next to their targets, in a temporary clone of HEAD (~12 min);
 # ARGS="--skip-tests --rev COMMIT" passes options to benchmarks/loop.py.

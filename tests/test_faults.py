@@ -2,10 +2,13 @@
 remote dies, the disk fills, experiments run side by side or the cache is corrupted — each row
 with real processes, real dvc and real servers, on one small-params copy of the project."""
 
+import contextlib
 import hashlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +17,9 @@ import psutil
 import pytest
 import yaml
 
+from fmnist_shap.remote import cache_file, lock_outputs, objects_of
 from fmnist_shap.review.provenance import VARYING, lock_of, stage_outputs
-from tests.conftest import run, small_project
+from tests.conftest import S3Server, run, small_project
 
 pytestmark = pytest.mark.slow
 
@@ -195,10 +199,6 @@ def flip_one_byte(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def cache_file(project: Project, md5: str) -> Path:
-    return project.path / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
-
-
 def lock_entry(project: Project, stage: str, path: str) -> dict:
     lock = yaml.safe_load((project.path / "dvc.lock").read_text())
     return next(out for out in lock["stages"][stage]["outs"] if out["path"] == path)
@@ -216,7 +216,7 @@ def test_a_corrupted_cache_object_is_named_and_never_used(project: Project, tmp_
     name it in one line (push uploads nothing); `dvc status` names it, and neither checkout nor
     push uses it; `dvc repro` recomputes the same bytes."""
     md5 = lock_entry(project, "train", "models/model.npz")["md5"]
-    flip_one_byte(cache_file(project, md5), 1000)
+    flip_one_byte(cache_file(project.path, md5), 1000)
     remote = tmp_path / "remote"
     remote.mkdir()
     project.run("dvc", "remote", "add", "--local", "--default", "spare", str(remote))
@@ -231,15 +231,309 @@ def test_a_corrupted_cache_object_is_named_and_never_used(project: Project, tmp_
         assert not list(remote.rglob("*")), "make push uploaded something"
         code, said = run_status(project, "dvc", "status")
         assert "not in cache:       models/model.npz" in said, said
-        assert not cache_file(project, md5).exists()  # DVC dropped the damaged copy
+        assert not cache_file(project.path, md5).exists()  # DVC dropped the damaged copy
         (project.path / "models/model.npz").unlink()
         code, said = run_status(project, "dvc", "checkout", "models/model.npz")
         assert code != 0 and not (project.path / "models/model.npz").exists(), said
         project.run("dvc", "repro")
         assert lock_entry(project, "train", "models/model.npz")["md5"] == md5
-        assert sha256(cache_file(project, md5)) == sha256(project.path / "models/model.npz")
+        assert sha256(cache_file(project.path, md5)) == sha256(project.path / "models/model.npz")
         project.run(python, "-m", "fmnist_shap.remote", "push")
         assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
     finally:
         project.run("dvc", "remote", "remove", "--local", "spare")
+        project.back_to_head()
+
+
+def experiment_outputs(project: Project, name: str) -> dict[str, str]:
+    """Every output's md5 in experiment `name`'s dvc.lock (timing files left out)."""
+    refs = project.run("git", "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    (ref,) = [r for r in refs if r.rsplit("/", 1)[-1] == name]
+    lock = lock_of(project.run("git", "show", f"{ref}:dvc.lock"))
+    return {
+        path: md5
+        for outputs in stage_outputs(lock).values()
+        for path, md5 in comparable(outputs).items()
+    }
+
+
+def explain_workers(seen: list[list[int | None]], stop: threading.Event) -> None:
+    """Sample, every 0.1 s, explain's pool workers alive: each one's core, None if unpinned."""
+    while not stop.is_set():
+        now = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                parent = process.parent()
+                if "spawn_main" in " ".join(process.info["cmdline"] or []) and any(
+                    arg.endswith("stages/explain.py") for arg in parent.cmdline()
+                ):
+                    cores = process.cpu_affinity()
+                    now.append(cores[0] if len(cores) == 1 else None)
+            except (psutil.NoSuchProcess, AttributeError):
+                continue
+        seen.append(now)
+        time.sleep(0.1)
+
+
+def test_queued_experiments_side_by_side_equal_the_same_run_alone(project: Project) -> None:
+    """Row 4: two experiments queued and run with `dvc queue start -j 2` both succeed, each
+    one's outputs bit-identical to the same experiment run alone; while both explain pools run,
+    no two workers are pinned to the same core."""
+    seeds = {"side-1": 1, "side-2": 2}
+    try:
+        for name, seed in seeds.items():
+            project.run("dvc", "exp", "run", "--queue", "-S", f"explain.seed={seed}", "-n", name)
+        seen: list[list[int | None]] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=explain_workers, args=(seen, stop))
+        sampler.start()
+        start = time.monotonic()
+        try:
+            project.run("dvc", "queue", "start", "-j", "2")
+            while "Queued" in (status := project.run("dvc", "queue", "status")) or (
+                "Running" in status
+            ):
+                assert time.monotonic() - start < 1200, status
+                time.sleep(1)
+        finally:
+            stop.set()
+            sampler.join()
+        print(f"queue of 2 on -j 2: {time.monotonic() - start:.0f} s")
+        assert status.count("Success") == 2, status + project.run("dvc", "queue", "logs", "side-1")
+        assert max(map(len, seen)) > 2, "the two explain pools never ran at the same time"
+        pinned = [[core for core in now if core is not None] for now in seen]
+        assert all(len(cores) == len(set(cores)) for cores in pinned), "two pinned to one core"
+        for name, seed in seeds.items():
+            project.run("dvc", "exp", "run", "-S", f"explain.seed={seed}", "-n", f"alone-{seed}")
+            assert experiment_outputs(project, name) == experiment_outputs(project, f"alone-{seed}")
+    finally:
+        project.run("dvc", "exp", "remove", "--all-commits", "--queue")
+        project.back_to_head()
+
+
+class DyingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that dies — every connection cut,
+    new ones refused — once `die_after` bytes have passed in one direction; `revive` brings it
+    back on the same port. The server behind it keeps what it had, as S3 does when the network
+    to it fails."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.limits = {"up": float("inf"), "down": float("inf")}
+        self.passed = {"up": 0, "down": 0}
+        self.dead = threading.Event()
+        self.revive()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def revive(self) -> None:
+        self.limits = {"up": float("inf"), "down": float("inf")}
+        self.passed = {"up": 0, "down": 0}
+        self.dead.clear()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self.sockets = [listener]
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def die_after(self, direction: str, nbytes: int) -> None:
+        self.limits[direction] = nbytes
+
+    def _die(self) -> None:
+        self.dead.set()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self.dead.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, direction: str) -> None:
+        try:
+            while data := source.recv(65536):
+                with self.lock:
+                    self.passed[direction] += len(data)
+                    over = self.passed[direction] > self.limits[direction]
+                if over:
+                    self._die()
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def bucket_objects(s3_server: S3Server, prefix: str) -> dict[str, bytes]:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server.writer["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_server.writer["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=s3_server.bucket, Prefix=prefix
+        )
+        for item in page.get("Contents", [])
+    ]
+    return {key: client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read() for key in keys}
+
+
+def assert_whole(objects: dict[str, bytes]) -> None:
+    """Every object DVC stored hashes to its name: none is partial."""
+    for key, data in objects.items():
+        name = "".join(key.split("/")[-2:]).removesuffix(".dir")
+        assert hashlib.md5(data).hexdigest() == name, f"{key}: partial or damaged"
+
+
+def s3_env(env: dict[str, str], keys: dict[str, str], home: Path) -> dict[str, str]:
+    """`env` with only `keys` as AWS credentials (no user's AWS files)."""
+    clean = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    none = str(home / "none")
+    return clean | keys | {"AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none}
+
+
+def test_a_remote_that_dies_midway(project: Project, s3_server: S3Server, tmp_path: Path) -> None:
+    """Row 2: the network to the S3 server dies halfway through `make push`, then halfway
+    through `make pull` in a fresh clone: one line naming the remote and what to do; no partial
+    object on the remote or in the clone's cache; rerunning completes, and `make verify --check`
+    finds every output bit-identical."""
+    host, port = s3_server.endpoint.removeprefix("http://").split(":")
+    proxy = DyingProxy((host, int(port)))
+    url = f"s3://{s3_server.bucket}/dying"
+    writer = s3_env(project.env, s3_server.writer, tmp_path)
+    reader = s3_env(project.env, s3_server.reader, tmp_path)
+    python = project.env["PATH"].split(os.pathsep)[0] + "/python"
+
+    def remote(path: Path, env: dict[str, str], action: str) -> tuple[int, str, float]:
+        start = time.monotonic()
+        done = subprocess.run(
+            [python, "-m", "fmnist_shap.remote", action],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        return done.returncode, done.stdout + done.stderr, time.monotonic() - start
+
+    def use_remote(path: Path) -> None:
+        run(["dvc", "remote", "add", "--local", "-d", "-f", "team", url], path, project.env)
+        run(
+            ["dvc", "remote", "modify", "--local", "team", "endpointurl", proxy.endpoint],
+            path,
+            project.env,
+        )
+
+    try:
+        use_remote(project.path)
+        cached = sum(
+            cache_file(project.path, oid).stat().st_size
+            for md5 in lock_outputs(project.path).values()
+            for oid in objects_of(project.path, md5)
+            if cache_file(project.path, oid).is_file()
+        )
+        proxy.die_after("up", cached // 2)
+        code, said, seconds = remote(project.path, writer, "push")
+        print(f"push cut off: one line after {seconds:.1f} s: {said.strip()}")
+        assert proxy.dead.is_set() and code == 2 and said.count("\n") == 1, said
+        assert "DVC remote 'team'" in said and "rerun `make push`" in said, said
+        stored = bucket_objects(s3_server, "dying/")
+        assert_whole(stored)
+        proxy.revive()
+        code, said, _ = remote(project.path, writer, "push")
+        assert code == 0, said
+        complete = bucket_objects(s3_server, "dying/")
+        assert_whole(complete)
+        assert set(stored) < set(complete), "the cut-off push stored nothing or everything"
+
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(project.path), str(clone)], tmp_path, project.env)
+        use_remote(clone)
+        proxy.die_after("down", cached // 2)
+        code, said, seconds = remote(clone, reader, "pull")
+        print(f"pull cut off: one line after {seconds:.1f} s: {said.strip()}")
+        assert proxy.dead.is_set() and code == 2 and said.count("\n") == 1, said
+        assert "DVC remote 'team'" in said and "dvc pull failed" in said, said
+        proxy.revive()
+        code, said, _ = remote(clone, reader, "pull")
+        assert code == 0, said
+        checked = run([python, "-m", "fmnist_shap.review.verify", "--check"], clone, reader)
+        assert "bit-identical" in checked, checked
+    finally:
+        proxy._die()
+        project.run("dvc", "remote", "remove", "--local", "team")
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, nbytes: int):
+    """A tmpfs of `nbytes` mounted on `folder` (root only); skips the test where it cannot."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs .ci/run as root)")
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={nbytes}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_full_disk_mid_stage(project: Project) -> None:
+    """Row 3: explain's output folder on a tmpfs half the size of its outputs, so the disk
+    fills while the stage writes them: one line naming the file and the fix, no traceback;
+    nothing half-written on the full disk; the previous outputs restore bit for bit; with
+    space again the rerun gives the uninterrupted run's bytes."""
+    folder = project.path / "reports" / "explain"
+    before_files = project.files("explain")
+    before_lock = project.outputs()["explain"]
+    size = sum((project.path / path).stat().st_size for path in before_files)
+    try:
+        with small_tmpfs(folder, size // 2):
+            code, said = run_status(project, "dvc", "repro", "--force", "--single-item", "explain")
+            stage_said = [line for line in said.splitlines() if line.startswith("error: ")]
+            print(f"full disk: {stage_said}")
+            assert code != 0 and "Traceback" not in said, said
+            assert len(stage_said) == 1 and "No space left on device while writing" in said, said
+            assert "free space there (`df -h" in said, said
+            left = {
+                str(p.relative_to(project.path)): sha256(p)
+                for p in folder.rglob("*")
+                if p.is_file()
+            }
+            partial = {path for path, digest in left.items() if before_files.get(path) != digest}
+            assert not partial - {str(folder.relative_to(project.path) / "timing.json")}, partial
+        project.back_to_head()  # the previous outputs, from git and DVC's cache
+        assert project.files("explain") == before_files
+        project.run("dvc", "repro", "--force", "--single-item", "explain")
+        assert comparable(project.outputs()["explain"]) == comparable(before_lock)
+    finally:
         project.back_to_head()

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fmnist_shap.errors import DISK_FULL
+
 if TYPE_CHECKING:
     import pandas as pd  # only tables call for it: a stage that writes none does not import it
 
@@ -40,6 +42,18 @@ def _sweep_leftovers(target: Path) -> None:
 
 
 @contextmanager
+def _naming(target: Path) -> Iterator[None]:
+    """A write that fails for want of space names the output it was writing (a write to an
+    open file raises ENOSPC without a file name)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in DISK_FULL and error.filename is None:
+            raise OSError(error.errno, os.strerror(error.errno), str(target)) from error
+        raise
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
@@ -49,7 +63,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        with _naming(target):
+            yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; outputs are not
         os.replace(tmp, target)
     finally:
@@ -64,7 +79,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     _sweep_leftovers(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        yield tmp
+        with _naming(target):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             shutil.rmtree(target)

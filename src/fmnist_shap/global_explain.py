@@ -40,6 +40,7 @@ from fmnist_shap.data import load_classes, load_split
 from fmnist_shap.errors import UserError
 from fmnist_shap.explain.registry import SPECS
 from fmnist_shap.params import require
+from fmnist_shap.processes import children_killed_on_error
 from fmnist_shap.variants import ALL_VARIANTS, ExplainParams
 
 # Every method that runs without TensorFlow (the Keras ones would need it on every worker).
@@ -192,7 +193,9 @@ def dask_client(address: str | None, workers: int) -> Iterator:
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )
-    with cluster, Client(cluster) as client:
+    # Ctrl-C or an error, in the work or in the close: the workers go now, not after a
+    # graceful close.
+    with children_killed_on_error(), cluster, Client(cluster) as client, children_killed_on_error():
         yield client
 
 

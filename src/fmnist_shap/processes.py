@@ -14,6 +14,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -29,6 +31,17 @@ def die_with_parent(parent_pid: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
+
+
+@contextmanager
+def children_killed_on_error() -> Iterator[None]:
+    """On any exception in the block (Ctrl-C included), SIGKILL this process's children before
+    it propagates: a pool's or a cluster's graceful shutdown would wait for them."""
+    try:
+        yield
+    except BaseException:
+        kill_children()
+        raise
 
 
 def kill_children() -> None:

@@ -273,17 +273,22 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def objects_of(repo: Path, md5: str) -> list[str]:
+    """The cache objects an output of dvc.lock is made of: its own, and for a folder those its
+    listing (when the cache holds a sound one) names."""
+    listing = cache_file(repo, md5)
+    if md5.endswith(".dir") and listing.is_file() and _md5(listing) == md5.removesuffix(".dir"):
+        return [md5, *(entry["md5"] for entry in json.loads(listing.read_text(encoding="utf-8")))]
+    return [md5]
+
+
 def corrupted_outputs(repo: Path) -> list[str]:
     """dvc.lock's outputs whose copy in DVC's local cache does not hash to its name (a flipped
     bit, a truncated write, an edited file), as "PATH (cache file CACHE)". Objects absent from
     the cache are not corrupted (DVC says "not in cache" of those)."""
     found = []
     for path, md5 in lock_outputs(repo).items():
-        objects = [md5]
-        listing = cache_file(repo, md5)
-        if md5.endswith(".dir") and listing.is_file() and _md5(listing) == md5.removesuffix(".dir"):
-            objects += [entry["md5"] for entry in json.loads(listing.read_text(encoding="utf-8"))]
-        for oid in objects:
+        for oid in objects_of(repo, md5):
             file = cache_file(repo, oid)
             if file.is_file() and _md5(file) != oid.removesuffix(".dir"):
                 found.append(f"{path} (cache file {file.relative_to(repo)})")

@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from fmnist_shap.explain.job import Inputs
 from fmnist_shap.explain.outputs import VariantOutputs
 from fmnist_shap.explain.registry import SPECS
-from fmnist_shap.processes import claim_a_core, die_with_parent, kill_children
+from fmnist_shap.processes import children_killed_on_error, claim_a_core, die_with_parent
 from fmnist_shap.variants import Variant, selected_variants
 
 
@@ -108,18 +108,16 @@ def explain_all(
     # On a GPU, each process would otherwise reserve most of the device's memory.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     context = multiprocessing.get_context("spawn")  # fork and jax's threads do not mix
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=context,
-        initializer=_load,
-        initargs=(inputs, os.getpid()),
-    ) as pool:
-        try:
-            futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
-        except BaseException:  # Ctrl-C or a failed variant: stop the others now, not after them
-            pool.shutdown(wait=False, cancel_futures=True)
-            kill_children()
-            raise
+    with (
+        ProcessPoolExecutor(
+            workers,
+            mp_context=context,
+            initializer=_load,
+            initargs=(inputs, os.getpid()),
+        ) as pool,
+        children_killed_on_error(),
+    ):  # Ctrl-C or a failed variant: the others stop now
+        futures = {pool.submit(_explain, tuple(variants[i] for i in job)): job for job in jobs}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
     return [results[i] for i in range(len(variants))]
