@@ -43,12 +43,12 @@ def _sweep_leftovers(target: Path) -> None:
 
 @contextmanager
 def _naming(target: Path) -> Iterator[None]:
-    """A write that fails for want of space names the output it was writing (a write to an
-    open file raises ENOSPC without a file name)."""
+    """A write that fails for want of space names the output it was writing, not its temporary
+    (a write to an open file raises ENOSPC without any file name)."""
     try:
         yield
     except OSError as error:
-        if error.errno in DISK_FULL and error.filename is None:
+        if error.errno in DISK_FULL:
             raise OSError(error.errno, os.strerror(error.errno), str(target)) from error
         raise
 

@@ -314,26 +314,35 @@ class _Said(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage().strip())
+        cause = record.exc_info[1] if record.exc_info else None
+        line = record.getMessage().strip()
+        self.lines.append(f"{line} ({cause})" if cause is not None else line)
 
 
 @contextmanager
 def _dvc_call(remote: Remote, what: str, level: int = logging.ERROR) -> Iterator[_Said]:
-    """Run a DVC call; its failure becomes one line: the remote, `what`, DVC's own reason."""
+    """Run a DVC call quietly (its log lines collected, not printed: DVC logs one error per
+    object it could not transfer); its failure becomes one line: the remote, `what`, and DVC's
+    own reason (its first error, how many more, and the exception)."""
     from dvc.exceptions import DvcException
 
     said = _Said(level)
-    logger = logging.getLogger("dvc")
-    logger.addHandler(said)
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects")]
+    printing = [logger.handlers[:] for logger in loggers]
+    for logger in loggers:
+        logger.handlers = [said]
     try:
         yield said
     except Exception as error:  # DVC's own errors, and what its storage layer raises (OSError, …)
         text = str(error) if isinstance(error, DvcException) else f"{type(error).__name__}: {error}"
         errors = [line for line in said.lines if not line.startswith("Some of the cache")]
-        reason = "; ".join(dict.fromkeys([*errors, text]))
-        raise UserError(f"{remote.describe()}: {what} failed: {reason}") from None
+        reasons = list(dict.fromkeys([*errors, text]))
+        if len(reasons) > 2:
+            reasons = [reasons[0], f"{len(reasons) - 2} more like it", reasons[-1]]
+        raise UserError(f"{remote.describe()}: {what} failed: {'; '.join(reasons)}") from None
     finally:
-        logger.removeHandler(said)
+        for logger, handlers in zip(loggers, printing, strict=True):
+            logger.handlers = handlers
 
 
 def pull(repo: Path, remote: Remote) -> dict[str, str]:
