@@ -251,8 +251,10 @@ def explain_many(
             futures[future] = (variant, rows)
     maps = {v: np.zeros((len(test_index_N), *images_NHW.shape[1:]), np.float32) for v in variants}
     for done, future in enumerate(as_completed(futures), start=1):
-        variant, rows = futures[future]
+        # Dropped once read: the cluster keeps a result as long as its future lives.
+        variant, rows = futures.pop(future)
         maps[variant][rows] = future.result()
+        del future
         if on_chunk is not None:
             on_chunk(done, len(futures))
     workers = len(client.scheduler_info(n_workers=-1)["workers"])
