@@ -74,5 +74,6 @@ def test_road_ranks_an_oracle_map_first_and_a_random_map_at_chance() -> None:
         scores[name] = (probability(morf).mean(), probability(lerf).mean())
     oracle_morf, oracle_lerf = scores["oracle"]
     random_morf, random_lerf = scores["random"]
-    assert oracle_morf < random_morf < oracle_lerf
-    assert oracle_lerf - oracle_morf > 5 * abs(random_lerf - random_morf)
+    # measured: oracle 0.088 (MoRF) / 0.999 (LeRF), random 0.998 / 0.990
+    assert oracle_morf < 0.5 < min(random_morf, random_lerf) and oracle_lerf - oracle_morf > 0.8
+    assert abs(random_lerf - random_morf) < 0.05
