@@ -3,8 +3,8 @@
     python benchmarks/memory.py        # (or: make bench-memory; part of make bench) ~6 min
 
 Each stage runs as DVC runs it (`python stages/<stage>.py …`) on the workspace's prepared data
-and model, into a temporary folder; its process tree's resident memory (the stage, its pool or
-Dask workers, summed) is sampled every 0.1 s. Rows:
+and model, into a temporary folder; its process tree's memory (the stage, its pool or Dask
+workers: proportional set sizes summed) is sampled every 0.1 s. Rows:
 
 - explain and global at params.yaml's values;
 - global with integrated_gradients only and a budget of 16 path intervals, on the first 10 test
@@ -34,18 +34,21 @@ MIB = 1 << 20
 ALL_IMAGES = {"per_class": None}
 
 
-def tree_rss(process: psutil.Process) -> int:
+def tree_memory(process: psutil.Process) -> int:
+    """The process tree's memory: proportional set sizes summed (shared pages divided among
+    the processes that share them; Linux), else resident sets (shared pages counted twice)."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            info = member.memory_full_info()
         except psutil.NoSuchProcess:
             continue
+        total += getattr(info, "pss", info.rss)
     return total
 
 
 def peak_of(cmd: list[str]) -> tuple[int, float]:
-    """Run `cmd` in the repository; its process tree's peak resident bytes and its seconds."""
+    """Run `cmd` in the repository; its process tree's peak memory in bytes, and its seconds."""
     start = time.monotonic()
     child = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     process = psutil.Process(child.pid)
@@ -56,7 +59,7 @@ def peak_of(cmd: list[str]) -> tuple[int, float]:
         nonlocal peak
         while not done.is_set():
             try:
-                peak = max(peak, tree_rss(process))
+                peak = max(peak, tree_memory(process))
             except psutil.NoSuchProcess:
                 return
             time.sleep(0.1)
@@ -99,7 +102,7 @@ def main() -> None:
         ("global", "IG, budget 16, 100 images", ig_16 | {"global": ig_only}),
         ("global", "IG, budget 16, all 10k images", ig_16 | {"global": ig_only | ALL_IMAGES}),
     ]
-    print(f"{'stage':8} {'settings':32} {'peak RSS':>10} {'of memory':>10} {'seconds':>8}")
+    print(f"{'stage':8} {'settings':32} {'peak PSS':>10} {'of memory':>10} {'seconds':>8}")
     peaks = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -51,17 +51,26 @@ ROWS: dict[str, tuple[Any, Any]] = {
     "global.scheduler": (8786, "http://localhost:8786"),
 }
 
-# section → the stages that read it, with the arguments of a run whose inputs do not exist
-STAGES = {
-    "prepare": {"prepare": ["raw", "out"]},
-    "train": {"train": ["train.npz", "val.npz", "classes.json", "out/model.npz", "out"]},
-    "explain": {
-        "explain": ["test.npz", "train.npz", "classes.json", "model.npz", "out"],
-        "summarize": ["explain", "out"],
-        "global": ["test.npz", "train.npz", "classes.json", "model.npz", "out"],
-    },
-    "global": {"global": ["test.npz", "train.npz", "classes.json", "model.npz", "out"]},
+# Every stage that reads params: the arguments of a run whose inputs do not exist.
+ARGS = {
+    "prepare": ["raw", "out"],
+    "train": ["train.npz", "val.npz", "classes.json", "out/model.npz", "out"],
+    "explain": ["test.npz", "train.npz", "classes.json", "model.npz", "out"],
+    "summarize": ["explain", "out"],
+    "global": ["test.npz", "train.npz", "classes.json", "model.npz", "out"],
 }
+
+
+def readers(key: str) -> list[str]:
+    """The stages dvc.yaml says read `key`: those listing it, its section or a mapping above it."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    parts = key.split(".")
+    heads = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    return [
+        name
+        for name, stage in stages.items()
+        if any(str(p) in heads or str(p).startswith(f"{key}.") for p in stage.get("params", []))
+    ]
 
 
 def leaf_keys(document: dict, prefix: str = "") -> list[str]:
@@ -89,20 +98,20 @@ def with_value(key: str, value: Any) -> dict:
     return document
 
 
-def cases() -> list[tuple[str, dict, str]]:
-    """(case id, params document, the key the error must name)."""
+def cases() -> list[tuple[str, dict, str, str]]:
+    """(case id, params document, the key that is wrong, the key the error must name)."""
     found = []
     for key, (wrong_type, out_of_range) in ROWS.items():
         # a budget entry of the wrong type is named by its mapping: "explain.budget is {…}"
-        named = key.rsplit(".", 1)[0] if key.startswith("explain.budget.") else key
-        for kind, value in (("type", wrong_type), ("range", out_of_range)):
-            found.append((f"{key}-{kind}", with_value(key, value), named))
+        mapping = key.rsplit(".", 1)[0] if key.startswith("explain.budget.") else key
+        found.append((f"{key}-type", with_value(key, wrong_type), key, mapping))
+        found.append((f"{key}-range", with_value(key, out_of_range), key, key))
     for section in repository_params():
         document = repository_params()
         document[section]["no_such_key"] = 1
-        found.append((f"{section}-unknown-key", document, f"{section}.no_such_key"))
+        found.append((f"{section}-unknown-key", document, section, f"{section}.no_such_key"))
     budget = with_value("explain.budget.lime", 100)
-    found.append(("explain.budget-unknown-explainer", budget, "explain.budget"))
+    found.append(("explain.budget-unknown-explainer", budget, "explain.budget", "explain.budget"))
     return found
 
 
@@ -120,19 +129,22 @@ def run_stage(stage: str, argv: list[str], capsys: pytest.CaptureFixture) -> tup
     return exited.value.code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("document", "key"), [c[1:] for c in cases()], ids=[c[0] for c in cases()])
+@pytest.mark.parametrize(
+    ("document", "key", "named"), [c[1:] for c in cases()], ids=[c[0] for c in cases()]
+)
 def test_bad_params_stop_every_stage_that_reads_them(
-    document: dict, key: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    document: dict, key: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(document))
-    section = key.split(".")[0]
-    for stage, args in STAGES[section].items():
-        argv = [str(tmp_path / arg) for arg in args] + ["--params", str(params)]
+    stages = readers(key)
+    assert stages, f"no stage of dvc.yaml reads {key}"
+    for stage in stages:
+        argv = [str(tmp_path / arg) for arg in ARGS[stage]] + ["--params", str(params)]
         code, err = run_stage(stage, argv, capsys)
         assert code == 2, (stage, err)
         assert err.count("\n") == 1 and err.startswith("error: params.yaml: "), (stage, err)
-        assert key in err, (stage, err)
+        assert f"params.yaml: {named} " in err or f"key {named};" in err, (stage, err)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"], stage
 
 

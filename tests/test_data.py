@@ -246,3 +246,29 @@ def test_load_split_refuses_bad_arrays(tmp_path: Path, arrays: dict, problem: st
         load_split(tmp_path / "junk.npz")
     with pytest.raises(UserError, match=r"absent.npz: missing; run `dvc repro prepare`"):
         load_split(tmp_path / "absent.npz")
+
+
+def test_a_killed_writers_temporaries_go_with_the_next_write(tmp_path: Path) -> None:
+    """What SIGKILL leaves beside an output (`.NAME.XXXXXXXX.tmp`, a file or a folder) is
+    removed by the next write of that output, and only of that one; a full disk names the
+    output, not its temporary."""
+    import errno
+
+    from fmnist_shap.artifacts import atomic_dir, write_bytes
+
+    (tmp_path / ".model.npz.k3j_x9q2.tmp").write_bytes(b"half")
+    (tmp_path / ".plots.ab12cd34.tmp").mkdir()
+    other = tmp_path / ".model.npz.json.ab12cd34.tmp"  # another output's temporary
+    other.write_bytes(b"x")
+    write_bytes(tmp_path / "model.npz", b"whole")
+    with atomic_dir(tmp_path / "plots") as folder:
+        (folder / "a.png").write_bytes(b"png")
+    with atomic_dir(tmp_path / "plots") as folder:  # replaces the old folder whole
+        (folder / "b.png").write_bytes(b"png")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [other.name, "model.npz", "plots"]
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["b.png"]
+    with pytest.raises(OSError, match="model.npz") as full, atomic_dir(tmp_path / "model.npz"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert full.value.filename == str(tmp_path / "model.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == left

@@ -30,11 +30,18 @@ def _umask() -> int:
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _temporaries(target: Path) -> list[Path]:
+    """The temporaries of `target` beside it: `.NAME.XXXXXXXX.tmp` (tempfile's 8 characters),
+    left only by a writer killed mid-write."""
+    pattern = f".{glob.escape(target.name)}.{'?' * 8}.tmp"
+    return sorted(target.parent.glob(pattern))
+
+
 def _sweep_leftovers(target: Path) -> None:
-    """Remove what a killed writer of `target` left beside it (`.NAME.*.tmp`): a SIGKILL runs no
-    cleanup, so the next write of the same output does it. One writer per output is assumed
-    (a DVC stage; experiments run in workspaces of their own)."""
-    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+    """Remove what a killed writer of `target` left beside it: a SIGKILL runs no cleanup, so
+    the next write of the same output does it. One writer per output is assumed (a DVC stage;
+    experiments run in workspaces of their own)."""
+    for leftover in _temporaries(target):
         if leftover.is_dir() and not leftover.is_symlink():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
@@ -53,13 +60,18 @@ def _naming(target: Path) -> Iterator[None]:
         raise
 
 
+def _prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with _naming(target):
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_prefix(target), suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -73,18 +85,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds.
+    The old folder is renamed aside first, so a kill leaves either folder whole, never one
+    half deleted (the aside copy is a temporary the next write removes)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    with _naming(target):
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_prefix(target), suffix=".tmp"))
     try:
         with _naming(target):
             yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=_prefix(target), suffix=".tmp"))
+            os.replace(target, aside)  # onto the empty folder mkdtemp made
+            os.replace(tmp, target)
+            shutil.rmtree(aside)
+        else:
+            os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

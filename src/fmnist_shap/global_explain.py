@@ -250,17 +250,16 @@ def explain_many(
             )
             futures[future] = (variant, rows)
     maps = {v: np.zeros((len(test_index_N), *images_NHW.shape[1:]), np.float32) for v in variants}
+    chunks = len(futures)
     for done, future in enumerate(as_completed(futures), start=1):
         # Dropped once read: the cluster keeps a result as long as its future lives.
         variant, rows = futures.pop(future)
         maps[variant][rows] = future.result()
         del future
         if on_chunk is not None:
-            on_chunk(done, len(futures))
+            on_chunk(done, chunks)
     workers = len(client.scheduler_info(n_workers=-1)["workers"])
-    return GlobalResult(
-        maps, test_index_N, labels_N, time.perf_counter() - start, workers, len(futures)
-    )
+    return GlobalResult(maps, test_index_N, labels_N, time.perf_counter() - start, workers, chunks)
 
 
 def class_means(

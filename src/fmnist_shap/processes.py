@@ -12,6 +12,7 @@ import fcntl
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -53,7 +54,8 @@ def kill_children() -> None:
         child.join(timeout=5)
 
 
-# One lock file per core, shared by every pipeline of this user on this machine.
+# One lock file per core, shared by every pipeline this user runs on this machine with the same
+# temporary folder.
 CORE_LOCKS_ENV = "FMNIST_SHAP_CORE_LOCKS"  # another folder: workers that claim cores apart
 
 
@@ -62,12 +64,12 @@ def core_locks() -> Path:
     return Path(os.environ.get(CORE_LOCKS_ENV) or default)
 
 
-_held = []  # the claimed core's open lock file: the claim lasts as long as this process
+_held: list[int] = []  # the claimed core's lock file, open: the claim lasts as long as the process
 
 
 def claim_a_core() -> int | None:
-    """Pin this process, and every thread it starts, to a core that no other worker on this
-    machine has claimed (an exclusive lock on that core's lock file, which the kernel releases
+    """Pin this process, and every thread it starts, to a core that no other worker of this
+    user (same temporary folder) has claimed (an exclusive lock on that core's lock file, which the kernel releases
     when the process ends, however it ends); returns the core, or None when every core this
     process may use is claimed or the OS has no CPU affinity (macOS): it then runs unpinned.
 
@@ -76,15 +78,18 @@ def claim_a_core() -> int | None:
     if not hasattr(os, "sched_setaffinity"):
         return None
     folder = core_locks()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = folder.lstat()
+    if stat.S_ISLNK(found.st_mode) or found.st_uid != os.getuid():
+        return None  # not this user's own folder: claim nothing through it
     for cpu in sorted(os.sched_getaffinity(0)):
-        handle = (folder / f"{cpu}.lock").open("a")
+        fd = os.open(folder / f"{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.close()
+            os.close(fd)
             continue
-        _held.append(handle)
+        _held.append(fd)
         os.sched_setaffinity(0, {cpu})
         return cpu
     return None

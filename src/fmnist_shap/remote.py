@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -273,6 +274,19 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tracked_data(repo: Path) -> dict[str, str]:
+    """The outputs of the .dvc files git tracks (data/raw.dvc): path → md5."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", "*.dvc"], cwd=repo, capture_output=True, check=False
+    )
+    found = {}
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        document = yaml.safe_load((repo / name).read_text(encoding="utf-8")) or {}
+        for out in document.get("outs", []):
+            found[(Path(name).parent / out["path"]).as_posix()] = out["md5"]
+    return found
+
+
 def objects_of(repo: Path, md5: str) -> list[str]:
     """The cache objects an output of dvc.lock is made of: its own, and for a folder those its
     listing (when the cache holds a sound one) names."""
@@ -283,11 +297,12 @@ def objects_of(repo: Path, md5: str) -> list[str]:
 
 
 def corrupted_outputs(repo: Path) -> list[str]:
-    """dvc.lock's outputs whose copy in DVC's local cache does not hash to its name (a flipped
+    """dvc.lock's outputs and the data .dvc files track whose copy in DVC's local cache does not
+    hash to its name (a flipped
     bit, a truncated write, an edited file), as "PATH (cache file CACHE)". Objects absent from
     the cache are not corrupted (DVC says "not in cache" of those)."""
     found = []
-    for path, md5 in lock_outputs(repo).items():
+    for path, md5 in (lock_outputs(repo) | tracked_data(repo)).items():
         for oid in objects_of(repo, md5):
             file = cache_file(repo, oid)
             if file.is_file() and _md5(file) != oid.removesuffix(".dir"):
@@ -316,7 +331,8 @@ class _Said(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         cause = record.exc_info[1] if record.exc_info else None
         line = record.getMessage().strip()
-        self.lines.append(f"{line} ({cause})" if cause is not None else line)
+        line = f"{line} ({cause})" if cause is not None else line
+        self.lines.append(" ".join(line.split()))  # one line, whatever DVC's message holds
 
 
 @contextmanager
