@@ -1,10 +1,11 @@
-"""Peak resident memory of the explain and global stages, beside this machine's memory.
+"""Peak memory of the explain and global stages, beside this machine's memory.
 
     python benchmarks/memory.py        # (or: make bench-memory; part of make bench) ~6 min
 
 Each stage runs as DVC runs it (`python stages/<stage>.py …`) on the workspace's prepared data
 and model, into a temporary folder; its process tree's memory (the stage, its pool or Dask
-workers: proportional set sizes summed) is sampled every 0.1 s. Rows:
+workers) is sampled every 0.1 s: resident sets summed (an upper bound: shared pages counted
+once per process) and proportional set sizes summed (shared pages divided among them). Rows:
 
 - explain and global at params.yaml's values;
 - global with integrated_gradients only and a budget of 16 path intervals, on the first 10 test
@@ -34,34 +35,37 @@ MIB = 1 << 20
 ALL_IMAGES = {"per_class": None}
 
 
-def tree_memory(process: psutil.Process) -> int:
-    """The process tree's memory: proportional set sizes summed (shared pages divided among
-    the processes that share them; Linux), else resident sets (shared pages counted twice)."""
-    total = 0
+def tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """The process tree's resident sets summed (shared pages counted once per process that
+    maps them: an upper bound), and its proportional set sizes summed (shared pages divided
+    among those processes; Linux, else the resident sets again)."""
+    rss = pss = 0
     for member in [process, *process.children(recursive=True)]:
         try:
             info = member.memory_full_info()
         except psutil.NoSuchProcess:
             continue
-        total += getattr(info, "pss", info.rss)
-    return total
+        rss += info.rss
+        pss += getattr(info, "pss", info.rss)
+    return rss, pss
 
 
-def peak_of(cmd: list[str]) -> tuple[int, float]:
-    """Run `cmd` in the repository; its process tree's peak memory in bytes, and its seconds."""
+def peak_of(cmd: list[str]) -> tuple[int, int, float]:
+    """Run `cmd` in the repository; its process tree's peak RSS and PSS in bytes (each its own
+    peak), and its seconds."""
     start = time.monotonic()
     child = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     process = psutil.Process(child.pid)
-    peak = 0
+    peaks = [0, 0]
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
             try:
-                peak = max(peak, tree_memory(process))
+                now = tree_memory(process)
             except psutil.NoSuchProcess:
                 return
+            peaks[:] = [max(p, n) for p, n in zip(peaks, now, strict=True)]
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -71,7 +75,7 @@ def peak_of(cmd: list[str]) -> tuple[int, float]:
     sampler.join()
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[1:3])} failed:\n{err.decode()[-2000:]}")
-    return peak, time.monotonic() - start
+    return peaks[0], peaks[1], time.monotonic() - start
 
 
 def params_file(folder: Path, changes: dict[str, dict]) -> Path:
@@ -102,7 +106,10 @@ def main() -> None:
         ("global", "IG, budget 16, 100 images", ig_16 | {"global": ig_only}),
         ("global", "IG, budget 16, all 10k images", ig_16 | {"global": ig_only | ALL_IMAGES}),
     ]
-    print(f"{'stage':8} {'settings':32} {'peak PSS':>10} {'of memory':>10} {'seconds':>8}")
+    print(
+        f"{'stage':8} {'settings':32} {'peak RSS':>10} {'peak PSS':>10} {'PSS of memory':>14} "
+        f"{'seconds':>8}"
+    )
     peaks = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
@@ -110,18 +117,18 @@ def main() -> None:
             params = params_file(folder, changes)
             out = folder / f"out-{len(peaks)}"
             cmd = [sys.executable, f"stages/{stage}.py", *INPUTS, MODEL, str(out)]
-            peak, seconds = peak_of([*cmd, "--params", str(params)])
-            peaks[label, stage] = peak
+            rss, pss, seconds = peak_of([*cmd, "--params", str(params)])
+            peaks[label] = (rss, pss)
             print(
-                f"{stage:8} {label:32} {peak / MIB:>7.0f} MiB {peak / memory:>9.1%} "
-                f"{seconds:>8.1f}",
+                f"{stage:8} {label:32} {rss / MIB:>6.0f} MiB {pss / MIB:>6.0f} MiB "
+                f"{pss / memory:>14.1%} {seconds:>8.1f}",
                 flush=True,
             )
-    grown = (
-        peaks["IG, budget 16, all 10k images", "global"]
-        - peaks["IG, budget 16, 100 images", "global"]
+    small, large = peaks["IG, budget 16, 100 images"], peaks["IG, budget 16, all 10k images"]
+    print(
+        f"global, 100 → 10k images: peak grows by {(large[0] - small[0]) / MIB:.0f} MiB (RSS), "
+        f"{(large[1] - small[1]) / MIB:.0f} MiB (PSS)"
     )
-    print(f"global, 100 → 10k images: peak grows by {grown / MIB:.0f} MiB")
 
 
 if __name__ == "__main__":
