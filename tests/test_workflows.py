@@ -339,7 +339,7 @@ def test_a_publish_fills_an_empty_remote_and_a_second_run_pushes_nothing(github:
     assert second.succeeded, second.output[-3000:]
     assert not second.ran("train") and not second.ran("prepare")
     assert re.search(r"\| train +\| pulled", second.output)
-    assert "Everything is up to date" in second.output
+    assert "is up to date: nothing to upload" in second.output
     assert github.objects(MAIN_OUTPUTS) == pushed
 
 

@@ -430,7 +430,10 @@ def main(argv: list[str]) -> None:
                 "no DVC remote configured to push to (docs/environment.md: the shared remote)"
             )
         uploaded = push(repo, remote)
-        print(f"remote: {uploaded} files uploaded to {remote.describe()}", file=sys.stderr)
+        if uploaded:
+            print(f"remote: {uploaded} files uploaded to {remote.describe()}", file=sys.stderr)
+        else:
+            print(f"remote: {remote.describe()} is up to date: nothing to upload", file=sys.stderr)
         return
     if remote is None:
         note = "no DVC remote configured (docs/environment.md: the shared remote)"
