@@ -352,7 +352,7 @@ def _dvc_call(remote: Remote, what: str, level: int = logging.ERROR) -> Iterator
     except Exception as error:  # DVC's own errors, and what its storage layer raises (OSError, …)
         text = str(error) if isinstance(error, DvcException) else f"{type(error).__name__}: {error}"
         errors = [line for line in said.lines if not line.startswith("Some of the cache")]
-        reasons = list(dict.fromkeys([*errors, text]))
+        reasons = list(dict.fromkeys([*errors, " ".join(text.split())]))
         if len(reasons) > 2:
             reasons = [reasons[0], f"{len(reasons) - 2} more like it", reasons[-1]]
         raise UserError(f"{remote.describe()}: {what} failed: {'; '.join(reasons)}") from None
